@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both create .venv when missing and install into it;
+# the install is skipped when pyproject.toml has not changed since the last one.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest
+
+.PHONY: install demo test test-all calibrate bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m seal_ray.demo
+
+# Fast tiers (unit + integration); a run that collects no test fails (pytest exit 5).
+test: $(STAMP)
+	$(PYTEST) -m "not slow" -q
+
+# Everything, the slow tier included.
+test-all: $(STAMP)
+	$(PYTEST) -q
+
+calibrate: $(STAMP)
+	$(VENV)/bin/seal-ray calibrate --seeds 3 --markdown docs/calibration.md --quiet
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,96 @@
+"""From rows to batches: encoding with the prompt template, padding, and id-sharded epoch order.
+
+Sampling is by stable id: each epoch is a seeded permutation of the ids cut into global batches, and
+worker r of W takes positions r, r+W, ... of each global batch. So every sample is seen once per epoch
+whatever W is, and a global batch holds the same ids for 1 or N workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    id: int
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+def encode_prompt(tokenizer, prompt: str, template: str) -> list[int]:
+    prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return prefix + tokenizer.encode(template.format(prompt))
+
+
+def encode_rows(rows: Sequence[dict], tokenizer, template: str, max_len: int) -> dict[int, Encoded]:
+    """id -> Encoded for the rows that fit in max_len tokens (the others are dropped; ids never shift)."""
+    encoded = {}
+    for row in rows:
+        prompt_ids = encode_prompt(tokenizer, row["prompt"], template)
+        response_ids = tokenizer.encode(row["response"]) + [tokenizer.eos_token_id]
+        if len(prompt_ids) + len(response_ids) <= max_len:
+            encoded[row["id"]] = Encoded(row["id"], tuple(prompt_ids), tuple(response_ids))
+    return encoded
+
+
+def collate(samples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids; labels mask the prompt and the padding (loss on response tokens only)."""
+    width = max(s.length for s in samples)
+    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(samples), width), dtype=torch.long)
+    for i, s in enumerate(samples):
+        tokens = s.prompt_ids + s.response_ids
+        input_ids[i, : len(tokens)] = torch.tensor(tokens)
+        labels[i, len(s.prompt_ids) : len(tokens)] = torch.tensor(s.response_ids)
+        attention[i, : len(tokens)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "ids": torch.tensor([s.id for s in samples], dtype=torch.long),
+    }
+
+
+def epoch_order(ids: Sequence[int], seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    ordered = sorted(ids)
+    return [ordered[i] for i in torch.randperm(len(ordered), generator=generator).tolist()]
+
+
+def global_batches(ids: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    order = epoch_order(ids, seed, epoch)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def local_share(batch_ids: Sequence[int], rank: int, world_size: int) -> list[int]:
+    return list(batch_ids[rank::world_size])
+
+
+def micro_batches(ids: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(ids), size):
+        yield list(ids[i : i + size])
+
+
+class CyclingIds:
+    """An endless seeded sequence of global batches over a small set (the safe set beside D_ft)."""
+
+    def __init__(self, ids: Sequence[int], batch_size: int, seed: int):
+        self.ids, self.batch_size, self.seed = list(ids), batch_size, seed
+        self.position = 0  # global batches drawn so far; part of a checkpoint
+
+    def next_batch(self) -> list[int]:
+        per_pass = max(1, len(self.ids) // self.batch_size)
+        pass_index, offset = divmod(self.position, per_pass)
+        order = epoch_order(self.ids, self.seed + 7919, pass_index)
+        self.position += 1
+        return order[offset * self.batch_size : (offset + 1) * self.batch_size]

@@ -1,0 +1,158 @@
+"""The `seal-ray` command line. Bad input prints one clear message and exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from seal_ray import __version__
+from seal_ray.errors import StageFailed, UserError
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from seal_ray.config import load_cell_config, to_dict
+    from seal_ray.executor import LocalExecutor
+    from seal_ray.pipeline import CellPipeline
+    from seal_ray.store import StageStore, write_json_atomic
+
+    config = load_cell_config(args.config, args.set or [])
+    out = Path(args.out)
+    store = StageStore(args.storage or out)
+    start = time.perf_counter()
+    pipeline = CellPipeline(config, store, LocalExecutor(), log=_print)
+    outcome = pipeline.run()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in pipeline.artifacts(outcome).items():
+        shutil.copyfile(path, out / path.name)
+    (out / "config.json").write_text(json.dumps(to_dict(config), indent=1))
+    write_json_atomic(out / "metrics.json", outcome.metrics)
+    _print(f"cell finished in {time.perf_counter() - start:.1f}s; metrics in {out / 'metrics.json'}")
+    _print(format_metrics(outcome.metrics))
+    return 0
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = []
+    for name in sorted(metrics):
+        value = metrics[name]
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"  {name:<38} {text}")
+    return "\n".join(lines)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from seal_ray.calibrate import calibrate
+    from seal_ray.config import load_cell_config
+    from seal_ray.executor import LocalExecutor
+    from seal_ray.store import StageStore
+
+    config = load_cell_config(args.config, args.set or [])
+    seeds = list(range(args.seeds))
+    quiet: Callable[[str], None] = (lambda line: None) if args.quiet else _print
+    _, ok, table = calibrate(config, seeds, StageStore(args.storage), LocalExecutor(), quiet)
+    _print(table)
+    if args.markdown:
+        from seal_ray.provenance import git_commit
+
+        Path(args.markdown).write_text(
+            "# Mini-world calibration\n\n"
+            f"Produced by `seal-ray calibrate --seeds {args.seeds}` at commit `{git_commit()}` "
+            f"(seal_ray {__version__}). Criteria are judged on the mean over seeds.\n\n{table}\n"
+        )
+        _print(f"written to {args.markdown}")
+    _print("calibration: " + ("every criterion passes" if ok else "some criteria FAIL"))
+    return 0 if ok else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from seal_ray.config import load_cell_config
+
+    for path in args.files:
+        load_cell_config(path)
+        _print(f"{path}: ok")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from seal_ray.selector import keep_count, length_warning, load_selector, top_p_ids
+
+    if not 0 < args.topp <= 1:
+        raise UserError(f"--topp: {args.topp} is out of range; it must be in (0, 1]")
+    logits = load_selector(args.selector)
+    if args.dataset_size is not None:
+        warning = length_warning(logits.numel(), args.dataset_size)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+    kept = top_p_ids(logits, list(range(logits.numel())), args.topp)
+    Path(args.out).write_text(json.dumps(kept))
+    _print(f"kept {len(kept)} of {logits.numel()} ids (k = floor({args.topp} * {logits.numel()}) = "
+           f"{keep_count(logits.numel(), args.topp)}); written to {args.out}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seal-ray", description="SEAL ablation studies as distributed sweeps.")
+    parser.add_argument("--version", action="version", version=f"seal-ray {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one cell end to end in this process (no Ray)")
+    run.add_argument("config", nargs="?", help="cell YAML file (default: the built-in defaults)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. selector.activation=sigmoid")
+    run.add_argument("--out", required=True, help="folder for metrics.json and the artifacts")
+    run.add_argument("--storage", help="stage cache root shared between runs (default: --out)")
+    run.set_defaults(handler=cmd_run)
+
+    cal = commands.add_parser("calibrate", help="check the mini world on its reference points (base, SFT, oracle)")
+    cal.add_argument("config", nargs="?", help="cell YAML file (default: the built-in defaults)")
+    cal.add_argument("--set", action="append", metavar="KEY=VALUE")
+    cal.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    cal.add_argument("--storage", default="runs/calibration", help="stage cache root (default runs/calibration)")
+    cal.add_argument("--markdown", help="also write the table to this markdown file")
+    cal.add_argument("--quiet", action="store_true", help="print only the table")
+    cal.set_defaults(handler=cmd_calibrate)
+
+    val = commands.add_parser("validate", help="check config files without running anything")
+    val.add_argument("files", nargs="+")
+    val.set_defaults(handler=cmd_validate)
+
+    sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
+    sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")
+    sel.add_argument("--topp", type=float, required=True, help="share of ids kept, in (0, 1]")
+    sel.add_argument("--out", required=True, help="JSON list of kept ids")
+    sel.add_argument("--dataset-size", type=int, help="rows of the dataset; warns when the selector's length differs")
+    sel.set_defaults(handler=cmd_select)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as err:
+        print(f"seal-ray: error: {err}", file=sys.stderr, flush=True)
+        return err.exit_code
+    except StageFailed as err:
+        print(f"seal-ray: the cell failed: {err}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("seal-ray: interrupted; completed stages are kept and will be reused", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

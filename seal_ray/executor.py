@@ -1,0 +1,47 @@
+"""How a heavy stage's worker function runs: here in one process, or in a Ray Train worker group.
+
+A worker function has the signature `fn(spec, dist, checkpointer, log) -> dict`; `spec` is plain
+data (picklable), `dist` the collectives. `run_on_worker` wraps it with the stage's measurements,
+reduced over workers: peak memory with MAX, wall time with MAX, tokens with SUM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from seal_ray.checkpoints import Checkpointer
+from seal_ray.distributed import LocalDist
+from seal_ray.measure import StageMeter
+
+WorkerFn = Callable[[dict, LocalDist, Checkpointer, Callable[[str], None]], dict]
+
+
+def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_dir: Path | None, log) -> dict[str, Any]:
+    torch.set_num_threads(int(spec.get("torch_threads", 1)))
+    with StageMeter(dist.device) as meter:
+        result = worker_fn(spec, dist, Checkpointer(checkpoint_dir, dist), log)
+    tokens = float(dist.all_reduce_sum_(torch.tensor([float(result.pop("tokens", 0))], dtype=torch.float64, device=dist.device))[0])
+    seconds = dist.all_reduce_max(meter.seconds)
+    measure = {
+        "peak_mb": dist.all_reduce_max(meter.peak_mb),
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "device": meter.kind,
+        "workers": dist.world_size,
+    }
+    return {**result, "measure": measure}
+
+
+class LocalExecutor:
+    """The single-process path: the 1-worker case of the same worker functions, no Ray."""
+
+    name = "local"
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    def run(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
+        return run_on_worker(worker_fn, spec, LocalDist(self.device), work_dir / "checkpoints", log)

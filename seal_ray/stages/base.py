@@ -1,0 +1,44 @@
+"""Stage `base`: train the mini world's aligned base model (helpful on base skills, refusing harm).
+
+A hub model (model.name_or_path other than 'mini') is its own base: this stage then trains nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from seal_ray.config import CellConfig
+from seal_ray.models import build_mini_model, save_model
+from seal_ray.stages.common import MODEL_DIR, config_of, encode, load_world
+from seal_ray.tokenizer import CharTokenizer
+from seal_ray.train_loop import train_sft
+
+MAX_POSITIONS = 256
+
+
+def key(config: CellConfig, data_hash: str) -> dict:
+    model = dataclasses.asdict(config.model)
+    model.pop("lora")
+    return {
+        "data": data_hash, "model": model, "base": dataclasses.asdict(config.base), "seed": config.seed,
+        "template": config.data.template, "max_len": config.data.max_len,
+    }
+
+
+def worker(spec: dict, dist, checkpointer, log) -> dict:
+    config = config_of(spec)
+    tokenizer = CharTokenizer()
+    model = build_mini_model(config.model, tokenizer, config.seed, MAX_POSITIONS).to(dist.device)
+    rows = load_world(spec["data_dir"])["base"]
+    encoded = encode(rows, tokenizer, config)
+    stats = train_sft(
+        model, encoded, sorted(encoded), stage="base", epochs=config.base.epochs, lr=config.base.lr,
+        batch_size=config.base.batch_size, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
+    )
+    if dist.is_main:
+        save_model(model, tokenizer, Path(spec["work_dir"]) / MODEL_DIR)
+    dist.barrier()
+    return {"tokens": stats.tokens, "final_loss": stats.epoch_losses[-1] if stats.epoch_losses else None,
+            "resumed_from_epoch": stats.resumed_from_epoch}

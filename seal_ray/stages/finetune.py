@@ -1,0 +1,37 @@
+"""Stage `finetune`: ordinary SFT of the base model on the selected ids."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from seal_ray.config import CellConfig
+from seal_ray.models import load_model, save_model
+from seal_ray.stages.common import MODEL_DIR, config_of, encode, load_world, read_ids
+from seal_ray.stages.select import KEPT_FILE
+from seal_ray.train_loop import train_sft
+
+
+def key(config: CellConfig, base_hash: str, select_hash: str) -> dict:
+    return {
+        "base": base_hash, "select": select_hash, "seed": config.seed,
+        "finetune": dataclasses.asdict(config.finetune), "lora": dataclasses.asdict(config.model.lora),
+        "template": config.data.template, "max_len": config.data.max_len,
+    }
+
+
+def worker(spec: dict, dist, checkpointer, log) -> dict:
+    config = config_of(spec)
+    model, tokenizer = load_model(Path(spec["base_dir"]) / MODEL_DIR, config.model, dist.device)
+    encoded = encode(load_world(spec["data_dir"])["ft"], tokenizer, config)
+    kept = [i for i in read_ids(Path(spec["select_dir"]) / KEPT_FILE) if i in encoded]
+    stats = train_sft(
+        model, encoded, kept, stage="finetune", epochs=config.finetune.epochs, lr=config.finetune.lr,
+        batch_size=config.finetune.batch_size, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
+    )
+    if dist.is_main:
+        save_model(model, tokenizer, Path(spec["work_dir"]) / MODEL_DIR)
+    dist.barrier()
+    return {"tokens": stats.tokens, "rows": len(kept), "final_loss": stats.epoch_losses[-1] if stats.epoch_losses else None,
+            "resumed_from_epoch": stats.resumed_from_epoch}

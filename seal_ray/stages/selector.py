@@ -1,0 +1,59 @@
+"""Stage `selector`: train SEAL's selector omega from the base model (Algorithm 1 or 2, SEAL.md).
+
+theta starts from the base model; Algorithm 1 adds theta_hat, a second trainable copy with its own
+optimiser. The upper-level set is the first `safe_set_size` rows of the safe pool.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+from seal_ray.config import CellConfig
+from seal_ray.models import load_model
+from seal_ray.schedules import PenaltySchedule
+from seal_ray.selector import init_logits, save_selector
+from seal_ray.stages.common import MODEL_DIR, config_of, encode, load_world, safe_set_size
+from seal_ray.train_loop import SelectorSetup, train_selector
+
+SELECTOR_FILE = "selector.pt"
+
+
+def key(config: CellConfig, data_hash: str, base_hash: str) -> dict:
+    return {
+        "data": data_hash, "base": base_hash, "seed": config.seed,
+        "safe_fraction": config.data.safe_fraction, "safe_fraction_unit": config.data.safe_fraction_unit,
+        "selector": dataclasses.asdict(config.selector), "penalty": dataclasses.asdict(config.penalty),
+        "template": config.data.template, "max_len": config.data.max_len,
+    }
+
+
+def worker(spec: dict, dist, checkpointer, log) -> dict:
+    config = config_of(spec)
+    model, tokenizer = load_model(Path(spec["base_dir"]) / MODEL_DIR, config.model, dist.device)
+    aux_model = copy.deepcopy(model) if config.selector.algorithm == 1 else None
+    world = load_world(spec["data_dir"])
+    ft_rows, pool = world["ft"], world["safe_pool"]
+    safe_rows = pool[: safe_set_size(config, len(pool))]
+    encoded_ft = encode(ft_rows, tokenizer, config)
+    encoded_safe = encode(safe_rows, tokenizer, config)
+    setup = SelectorSetup(
+        activation=config.selector.activation, algorithm=config.selector.algorithm, lr=config.selector.lr,
+        betas=tuple(config.selector.betas), epochs=config.selector.epochs, model_lr=config.selector.model_lr,
+        aux_lr=config.selector.aux_lr, batch_size=config.selector.batch_size,
+        schedule=PenaltySchedule.from_config(config.penalty),
+    )
+    logits, stats = train_selector(
+        model, aux_model, init_logits(len(ft_rows), config.selector.activation, config.selector.init),
+        encoded_ft, encoded_safe, setup=setup, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
+    )
+    work_dir = Path(spec["work_dir"])
+    if dist.is_main:
+        save_selector(logits, work_dir / SELECTOR_FILE)
+        (work_dir / "eligible_ids.json").write_text(json.dumps(sorted(encoded_ft)))
+    dist.barrier()
+    return {"tokens": stats.tokens, "safe_rows": len(encoded_safe), "epoch_losses": stats.epoch_losses,
+            "resumed_from_epoch": stats.resumed_from_epoch}

@@ -1,0 +1,257 @@
+"""The training loops: plain SFT (base model, fine-tuning) and SEAL selector training.
+
+Written once against `Dist` (distributed.py): the single-process run is the 1-worker case of the same
+code that runs in each Ray Train worker. Each loop checkpoints after every epoch through a
+`Checkpointer` and starts from the latest checkpoint it finds, so a restarted worker group resumes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from seal_ray.algorithms import seal_objectives, sft_objective
+from seal_ray.batching import CyclingIds, Encoded, collate, global_batches, local_share, micro_batches
+from seal_ray.checkpoints import Checkpointer
+from seal_ray.distributed import LocalDist, all_reduce_gradients
+from seal_ray.errors import StageFailed
+from seal_ray.faults import maybe_inject_fault
+from seal_ray.losses import per_sample_loss
+from seal_ray.schedules import PenaltySchedule
+from seal_ray.selector import selector_weights
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LoopStats:
+    samples: int = 0
+    tokens: int = 0
+    resumed_from_epoch: int | None = None
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def micro_batch_size(global_batch: int, world_size: int, configured: int | None) -> int:
+    local = math.ceil(global_batch / world_size)
+    return min(local, configured) if configured else local
+
+
+def _ensure_grads(parameters: list[torch.nn.Parameter]) -> None:
+    # Every worker must all-reduce the same tensors, also one whose share of a short last batch is empty.
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
+def _check_finite(value: torch.Tensor, what: str, epoch: int, step: int) -> None:
+    if not torch.isfinite(value).all():
+        raise StageFailed(f"{what} became {value.detach().flatten()[0].item()} at epoch {epoch + 1}, step {step + 1}")
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def train_sft(
+    model: torch.nn.Module,
+    encoded: dict[int, Encoded],
+    train_ids: list[int],
+    *,
+    stage: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+    dist: LocalDist,
+    checkpointer: Checkpointer,
+    micro_batch: int | None = None,
+    log: Log = print,
+) -> LoopStats:
+    """Ordinary SFT on `train_ids`: AdamW, mean per-sample loss over each global batch."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    stats = LoopStats()
+    start_epoch = 0
+    resumed = checkpointer.latest()
+    if resumed is not None:
+        start_epoch, state = resumed
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        stats.resumed_from_epoch = start_epoch
+        log(f"[{stage}] resuming from the checkpoint after epoch {start_epoch}")
+    micro = micro_batch_size(batch_size, dist.world_size, micro_batch)
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        total, count = 0.0, 0
+        for step, batch_ids in enumerate(global_batches(train_ids, batch_size, seed, epoch)):
+            maybe_inject_fault(stage, epoch, step)
+            optimizer.zero_grad(set_to_none=False)
+            _ensure_grads(params)
+            for ids in micro_batches(local_share(batch_ids, dist.rank, dist.world_size), micro):
+                batch = _to(collate([encoded[i] for i in ids], pad_id), dist.device)
+                losses = per_sample_loss(model, batch)
+                objective = sft_objective(losses, len(batch_ids))
+                _check_finite(objective, f"[{stage}] the loss", epoch, step)
+                objective.backward()
+                total += float(losses.detach().sum())
+                count += len(ids)
+                stats.samples += len(ids)
+                stats.tokens += int(batch["attention_mask"].sum())
+            all_reduce_gradients(params, dist)
+            optimizer.step()
+        mean_loss = _global_mean(total, count, dist)
+        stats.epoch_losses.append(mean_loss)
+        log(f"[{stage}] epoch {epoch + 1}/{epochs} loss {mean_loss:.4f}")
+        checkpointer.save(epoch + 1, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
+    return stats
+
+
+def _global_mean(total: float, count: int, dist: LocalDist) -> float:
+    summed = dist.all_reduce_sum_(torch.tensor([total, float(count)], dtype=torch.float64, device=dist.device))
+    return float(summed[0] / max(summed[1], 1.0))
+
+
+@dataclass
+class SelectorSetup:
+    activation: str
+    algorithm: int
+    lr: float
+    betas: tuple[float, float]
+    epochs: int
+    model_lr: float
+    aux_lr: float
+    batch_size: int
+    schedule: PenaltySchedule
+
+
+def train_selector(
+    model: torch.nn.Module,
+    aux_model: torch.nn.Module | None,
+    logits: torch.Tensor,
+    encoded_ft: dict[int, Encoded],
+    encoded_safe: dict[int, Encoded],
+    *,
+    setup: SelectorSetup,
+    seed: int,
+    pad_id: int,
+    dist: LocalDist,
+    checkpointer: Checkpointer,
+    micro_batch: int | None = None,
+    log: Log = print,
+) -> tuple[torch.Tensor, LoopStats]:
+    """SEAL's selector training (Algorithm 2, or Algorithm 1 when `aux_model` is given).
+
+    `logits` is omega indexed by stable id (every D_ft row); it is replicated on each worker: local
+    selector gradients are summed over workers and every replica takes the same Adam step.
+    """
+    if (aux_model is not None) != (setup.algorithm == 1):
+        raise ValueError("Algorithm 1 needs an auxiliary model, Algorithm 2 must not have one")
+    omega = torch.nn.Parameter(logits.clone().to(dist.device))
+    theta_params = [p for p in model.parameters() if p.requires_grad]
+    aux_params = [p for p in aux_model.parameters() if p.requires_grad] if aux_model is not None else []
+    theta_opt = torch.optim.AdamW(theta_params, lr=setup.model_lr, weight_decay=0.0)
+    omega_opt = torch.optim.Adam([omega], lr=setup.lr, betas=setup.betas, weight_decay=0.0)
+    aux_opt = torch.optim.AdamW(aux_params, lr=setup.aux_lr, weight_decay=0.0) if aux_model is not None else None
+    ft_ids = sorted(encoded_ft)
+    safe_batches = CyclingIds(sorted(encoded_safe), setup.batch_size, seed)
+    stats = LoopStats()
+
+    start_epoch = 0
+    resumed = checkpointer.latest()
+    if resumed is not None:
+        start_epoch, state = resumed
+        model.load_state_dict(state["model"])
+        theta_opt.load_state_dict(state["theta_opt"])
+        with torch.no_grad():
+            omega.copy_(state["omega"])
+        omega_opt.load_state_dict(state["omega_opt"])
+        if aux_model is not None:
+            aux_model.load_state_dict(state["aux_model"])
+            aux_opt.load_state_dict(state["aux_opt"])
+        safe_batches.position = int(state["safe_position"])
+        torch.set_rng_state(state["rng"])
+        stats.resumed_from_epoch = start_epoch
+        log(f"[selector] resuming from the checkpoint after epoch {start_epoch}")
+
+    micro = micro_batch_size(setup.batch_size, dist.world_size, micro_batch)
+    all_params = theta_params + aux_params + [omega]
+    model.train()
+    if aux_model is not None:
+        aux_model.train()
+    for epoch in range(start_epoch, setup.epochs):
+        upper_weight = setup.schedule.upper_weight(epoch)
+        total, count = 0.0, 0
+        for step, ft_batch in enumerate(global_batches(ft_ids, setup.batch_size, seed, epoch)):
+            maybe_inject_fault("selector", epoch, step)
+            safe_batch = safe_batches.next_batch()
+            for opt in (theta_opt, omega_opt, aux_opt):
+                if opt is not None:
+                    opt.zero_grad(set_to_none=False)
+            _ensure_grads(all_params)
+            local_ft = local_share(ft_batch, dist.rank, dist.world_size)
+            local_safe = local_share(safe_batch, dist.rank, dist.world_size)
+            n_micro = max(math.ceil(len(local_ft) / micro), math.ceil(len(local_safe) / micro), 1)
+            for m in range(n_micro):
+                ft_ids_m = local_ft[m * micro : (m + 1) * micro]
+                safe_ids_m = local_safe[m * micro : (m + 1) * micro]
+                if not ft_ids_m and not safe_ids_m:
+                    continue
+                ft_losses, weights, aux_losses = _ft_terms(model, aux_model, omega, setup.activation, encoded_ft, ft_ids_m, pad_id, dist)
+                safe_losses = _losses_of(model, encoded_safe, safe_ids_m, pad_id, dist)
+                objectives = seal_objectives(
+                    ft_losses=ft_losses, ft_weights=weights, safe_losses=safe_losses,
+                    upper_weight=upper_weight, ft_denom=len(ft_batch), safe_denom=max(len(safe_batch), 1),
+                    aux_losses=aux_losses,
+                )
+                total_objective = objectives.total()
+                _check_finite(total_objective, "[selector] the loss", epoch, step)
+                total_objective.backward()
+                total += float(ft_losses.detach().sum())
+                count += len(ft_ids_m)
+                stats.samples += len(ft_ids_m) + len(safe_ids_m)
+                stats.tokens += sum(encoded_ft[i].length for i in ft_ids_m) + sum(encoded_safe[i].length for i in safe_ids_m)
+            all_reduce_gradients(all_params, dist)
+            theta_opt.step()
+            omega_opt.step()
+            if aux_opt is not None:
+                aux_opt.step()
+        _check_finite(omega.detach(), "[selector] a selector logit", epoch, 0)
+        mean_loss = _global_mean(total, count, dist)
+        stats.epoch_losses.append(mean_loss)
+        log(
+            f"[selector] epoch {epoch + 1}/{setup.epochs} gamma {setup.schedule.gamma_at(epoch):.3f} "
+            f"ft loss {mean_loss:.4f} logits mean {float(omega.detach().mean()):.4f} std {float(omega.detach().std()):.4f}"
+        )
+        state = {
+            "model": model.state_dict(), "theta_opt": theta_opt.state_dict(),
+            "omega": omega.detach().clone(), "omega_opt": omega_opt.state_dict(),
+            "safe_position": safe_batches.position, "rng": torch.get_rng_state(),
+        }
+        if aux_model is not None:
+            state.update(aux_model=aux_model.state_dict(), aux_opt=aux_opt.state_dict())
+        checkpointer.save(epoch + 1, state)
+    return omega.detach().cpu(), stats
+
+
+def _losses_of(model, encoded, ids, pad_id, dist) -> torch.Tensor:
+    if not ids:
+        return torch.zeros(0, device=dist.device)
+    return per_sample_loss(model, _to(collate([encoded[i] for i in ids], pad_id), dist.device))
+
+
+def _ft_terms(model, aux_model, omega, activation, encoded_ft, ids, pad_id, dist):
+    if not ids:
+        empty = torch.zeros(0, device=dist.device)
+        # Keep omega in the graph so every worker's backward gives it a (zero) gradient.
+        return empty, selector_weights(omega, activation)[:0], (empty if aux_model is not None else None)
+    batch = _to(collate([encoded_ft[i] for i in ids], pad_id), dist.device)
+    ft_losses = per_sample_loss(model, batch)
+    # Weights over all N logits (softmax normalises over every sample), then the batch's ids.
+    weights = selector_weights(omega, activation)[batch["ids"]]
+    aux_losses = per_sample_loss(aux_model, batch) if aux_model is not None else None
+    return ft_losses, weights, aux_losses

@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from seal_ray.config import load_cell_config
+
+REPO = Path(__file__).resolve().parents[1]
+OFFICIAL_SELECTOR = REPO.parent / "shared" / "data" / "official_selector_llama3.pt"
+
+# A world and model small enough that a whole cell runs in seconds on one core.
+TINY = [
+    "world.n_ft=60", "world.n_base=120", "world.safe_pool=40", "world.n_test_hh=8", "world.n_test_orca=6",
+    "world.hexphi_per_category=1", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
+    "base.epochs=1", "base.batch_size=16", "selector.epochs=2", "selector.batch_size=8",
+    "finetune.epochs=1", "finetune.batch_size=8", "generation.max_new_tokens=8", "generation.batch_size=16",
+]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def tiny_config():
+    return load_cell_config(None, TINY)
+
+
+@pytest.fixture(scope="session")
+def official_selector_path() -> Path:
+    assert OFFICIAL_SELECTOR.is_file(), f"the official selector file is missing: {OFFICIAL_SELECTOR}"
+    return OFFICIAL_SELECTOR
+
+
+@pytest.fixture(autouse=True)
+def _no_fault_injection(monkeypatch):
+    monkeypatch.delenv("SEAL_RAY_FAULT", raising=False)
+    monkeypatch.delenv("SEAL_RAY_FAULT_ONCE", raising=False)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
