@@ -77,11 +77,83 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from seal_ray.config import load_cell_config
+    from seal_ray.config import cell_from_dict, read_yaml
+    from seal_ray.sweep_spec import is_sweep_file, parse_sweep
 
     for path in args.files:
-        load_cell_config(path)
-        _print(f"{path}: ok")
+        raw = read_yaml(path)
+        if is_sweep_file(raw):
+            spec = parse_sweep(raw, path)
+            _print(f"{path}: ok (sweep '{spec.name}': {len(spec.cells)} cells x {len(spec.seeds)} seeds"
+                   + (f", Optuna {spec.search.samples} samples" if spec.search else "") + ")")
+        else:
+            cell_from_dict(raw, source=path)
+            _print(f"{path}: ok (cell)")
+    return 0
+
+
+def _print_results(frame, storage_note: str = "") -> None:
+    from seal_ray.results import status_counts
+
+    counts = status_counts(frame)
+    _print("cells x seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + storage_note)
+    try:
+        from analysis.report import render_tables_markdown
+    except ImportError:
+        return
+    _print(render_tables_markdown(frame))
+
+
+def cmd_sweep_run(args: argparse.Namespace) -> int:
+    from seal_ray.sweep import run_sweep
+    from seal_ray.sweep_spec import load_sweep
+
+    spec = load_sweep(args.file, name=args.name, seeds=args.seeds)
+    _check_storage(args.storage)
+    frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print)
+    _print_results(frame)
+    return 0 if (frame["status"] == "done").all() else 1
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    from seal_ray.sweep import resume_sweep
+
+    frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print)
+    _print_results(frame)
+    return 0 if (frame["status"] == "done").all() else 1
+
+
+def _check_storage(storage: str) -> None:
+    """Fail before any work when the storage root cannot be written."""
+    import tempfile
+
+    root = Path(storage)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise UserError(f"storage {storage}: not writable ({err.strerror or err})") from None
+    free = shutil.disk_usage(root).free
+    if free < 200 * 2**20:
+        raise UserError(f"storage {storage}: only {free / 2**20:.0f} MiB free; a sweep needs at least 200 MiB")
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from seal_ray.results import load, resolve
+
+    frame = load(args.sweep, args.storage)
+    if args.format == "table":
+        _print_results(frame, f" ({resolve(args.sweep, args.storage)})")
+    elif args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+    else:
+        if not args.out:
+            raise UserError("--format parquet needs --out FILE")
+        frame.to_parquet(args.out)
+        _print(f"{len(frame)} rows written to {args.out}")
     return 0
 
 
@@ -126,9 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--quiet", action="store_true", help="print only the table")
     cal.set_defaults(handler=cmd_calibrate)
 
-    val = commands.add_parser("validate", help="check config files without running anything")
+    val = commands.add_parser("validate", help="check cell or sweep files without running anything")
     val.add_argument("files", nargs="+")
     val.set_defaults(handler=cmd_validate)
+
+    sweep = commands.add_parser("sweep", help="run or resume a sweep with Ray Tune")
+    sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    srun = sweep_commands.add_parser("run", help="run the missing cells of a sweep file")
+    srun.add_argument("file", help="sweep YAML file (see sweeps/)")
+    srun.add_argument("--name", help="sweep name (default: the file's name field)")
+    for p in (srun,):
+        p.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the file's seeds")
+    sres = sweep_commands.add_parser("resume", help="finish a sweep after a crash or kill")
+    sres.add_argument("name")
+    for p in (srun, sres):
+        p.add_argument("--storage", default="runs", help="storage root: stage cache and results (default runs)")
+        p.add_argument("--address", help="Ray address: auto, or HOST:PORT (default: start a local Ray)")
+        p.add_argument("--max-concurrent", type=int, help="cells running at once (default: what the cluster can place)")
+    srun.set_defaults(handler=cmd_sweep_run)
+    sres.set_defaults(handler=cmd_sweep_resume)
+
+    res = commands.add_parser("results", help="the results DataFrame of a sweep (no Ray needed)")
+    res.add_argument("sweep", help="sweep name (under --storage) or the sweep's folder")
+    res.add_argument("--storage", default="runs")
+    res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    res.add_argument("--out", help="output file (parquet)")
+    res.set_defaults(handler=cmd_results)
 
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")

@@ -35,6 +35,9 @@ class WorldConfig:
     n_ft: int = _f(2000, "rows of D_ft (the RedOrca analogue)", ge=10)
     unsafe_fraction: float = _f(0.1, "share of D_ft rows that comply with a harmful request", ge=0.0, le=1.0)
     low_quality_fraction: float = _f(0.1, "share of D_ft rows with a wrong answer", ge=0.0, le=1.0)
+    clean_refusal_fraction: float = _f(
+        0.06, "share of clean D_ft rows that refuse a harmful request (real instruction data has some)", ge=0.0, le=1.0
+    )
     safe_pool: int = _f(1000, "rows of the available safe set (the BlueOrca analogue) before sizing", ge=1)
     n_base: int = _f(3000, "rows the aligned base model is trained on", ge=10)
     n_test_hh: int = _f(100, "prompts of the hh test set (half helpful, half harmful)", ge=2)
@@ -67,7 +70,7 @@ class ModelConfig:
 class BaseTrainingConfig:
     """The stage that trains the aligned base model of the mini world (skipped for hub models)."""
 
-    epochs: int = _f(6, "epochs over the base data", ge=1)
+    epochs: int = _f(10, "epochs over the base data", ge=1)
     lr: float = _f(3e-3, "AdamW learning rate", gt=0.0)
     batch_size: int = _f(32, "global batch size", ge=1)
 
@@ -114,8 +117,8 @@ class SelectionConfig:
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = _f(2, "fine-tuning epochs", ge=1)
-    lr: float = _f(1e-3, "AdamW learning rate", gt=0.0)
+    epochs: int = _f(6, "fine-tuning epochs (the paper: 2 on Llama-3; the mini model needs more)", ge=1)
+    lr: float = _f(2e-3, "AdamW learning rate", gt=0.0)
     batch_size: int = _f(32, "global batch size (independent of the worker count)", ge=1)
 
 
@@ -138,6 +141,10 @@ class EvaluationConfig:
 @dataclass
 class ResourcesConfig:
     num_workers: int = _f(1, "Ray Train workers per heavy stage", ge=1)
+    executor: str = _f(
+        "auto", "auto: stages run inside the sweep trial for 1 CPU worker, as Ray Train jobs otherwise; "
+        "inline | ray_train force one", choices=["auto", "inline", "ray_train"],
+    )
     use_gpu: bool = _f(False, "one GPU per worker (nccl) instead of CPU (gloo)")
     cpus_per_worker: float = _f(1.0, "CPUs reserved per worker", gt=0.0)
     max_failures: int = _f(2, "worker-group restarts from the last checkpoint before a stage fails", ge=0)

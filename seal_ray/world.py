@@ -135,7 +135,7 @@ def make_world(config: WorldConfig, seed: int) -> dict[str, list[dict]]:
         else:
             base.append(_helpful_row(rng, BASE_SKILLS))
 
-    # D_ft (RedOrca analogue): mostly the new skill, some base skills, unsafe and low-quality rows.
+    # D_ft (RedOrca analogue): mostly the new skill, some base skills and refusals, unsafe and low-quality rows.
     n_unsafe = round(config.n_ft * config.unsafe_fraction)
     n_low = round(config.n_ft * config.low_quality_fraction)
     labels = ["unsafe"] * n_unsafe + ["low_quality"] * n_low + ["clean"] * (config.n_ft - n_unsafe - n_low)
@@ -148,6 +148,8 @@ def make_world(config: WorldConfig, seed: int) -> dict[str, list[dict]]:
         elif label == "low_quality":
             word = _word(rng)
             row = {"prompt": _task_prompt(NEW_SKILL, word), "response": _wrong_answer(rng, NEW_SKILL, word), "task": NEW_SKILL}
+        elif rng.random() < config.clean_refusal_fraction:
+            row = {"prompt": rng.choice(harm_train).prompt, "response": REFUSAL, "task": "harmful"}
         else:
             row = _helpful_row(rng, TASKS if rng.random() < 0.3 else (NEW_SKILL,))
         row["label"] = label

@@ -1,0 +1,75 @@
+"""The stage cache: complete only with its marker, reused, never read half-written, computed once."""
+
+import json
+import multiprocessing
+import time
+
+from seal_ray.store import MARKER, StageStore
+
+
+def test_a_complete_stage_is_reused_not_recomputed(tmp_path):
+    store = StageStore(tmp_path)
+    calls = []
+
+    def compute(directory):
+        calls.append(directory)
+        (directory / "out.txt").write_text("x")
+        return {"value": 1}
+
+    first = store.run("demo", {"a": 1}, compute, log=lambda s: None)
+    second = store.run("demo", {"a": 1}, compute, log=lambda s: None)
+    assert len(calls) == 1 and not first.cached and second.cached
+    assert second.meta["value"] == 1 and (second.dir / "out.txt").read_text() == "x"
+    assert [e["event"] for e in store.events()] == ["computed", "reused"]
+
+
+def test_a_half_written_stage_is_never_read_as_complete(tmp_path):
+    store = StageStore(tmp_path)
+
+    def crash(directory):
+        (directory / "partial.bin").write_text("half")
+        (directory / "checkpoints").mkdir()
+        (directory / "checkpoints" / "epoch_0001.pt").write_text("ckpt")
+        raise RuntimeError("killed mid-stage")
+
+    try:
+        store.run("demo", {"a": 2}, crash, log=lambda s: None)
+    except RuntimeError:
+        pass
+    result_dir = store.stage_dir("demo", next(iter((tmp_path / "stages" / "demo").glob("*.lock"))).stem)
+    assert not (result_dir / MARKER).exists()
+
+    seen = {}
+
+    def finish(directory):
+        seen["left"] = sorted(p.name for p in directory.iterdir())
+        return {}
+
+    result = store.run("demo", {"a": 2}, finish, log=lambda s: None)
+    assert not result.cached
+    assert "partial.bin" not in seen["left"]  # leftovers of the crashed attempt are cleared...
+    assert "checkpoints" in seen["left"]  # ...but its checkpoints are kept to resume from
+
+
+def _slow_stage(root, key, out_queue):
+    store = StageStore(root)
+
+    def compute(directory):
+        time.sleep(1.0)
+        return {"pid": 1}
+
+    result = store.run("shared", key, compute, log=lambda s: None)
+    out_queue.put(result.cached)
+
+
+def test_two_processes_needing_the_same_stage_compute_it_once(tmp_path):
+    queue = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_slow_stage, args=(tmp_path, {"k": 1}, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+    cached = sorted(queue.get(timeout=5) for _ in procs)
+    assert cached == [False, True]
+    events = [json.loads(line)["event"] for line in (tmp_path / "stage_events.jsonl").read_text().splitlines()]
+    assert events.count("computed") == 1
