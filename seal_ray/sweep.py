@@ -90,7 +90,8 @@ def run_cell_entry(entry: dict, storage: Path, directory: Path) -> dict[str, Any
     log_path = directory / "logs" / f"{entry_key(cell_id, seed)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    write_record(directory, cell_id, seed, status="running", started=started, error="", host=os.uname().nodename, pid=os.getpid())
+    write_record(directory, cell_id, seed, status="running", started=started, error="", host=os.uname().nodename,
+                 pid=os.getpid(), node_id=_ray_node_id())
     with open(log_path, "a") as log_file:
         def log(line: str) -> None:
             log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
@@ -108,6 +109,12 @@ def run_cell_entry(entry: dict, storage: Path, directory: Path) -> dict[str, Any
     write_record(directory, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
                  seconds=time.time() - started, cached=cached)
     return metrics
+
+
+def _ray_node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _failed(directory: Path, cell_id: str, seed: int, started: float, reason: str, log: Log) -> dict[str, Any]:
@@ -235,8 +242,6 @@ def _run_tune(spec, storage: Path, directory: Path, table, pending, address, max
         started_ray = True
     try:
         placeable = _placeable(ray.cluster_resources(), cell_footprint(example))
-        trainable = tune.with_parameters(run_cell_trial, storage=str(storage), directory=str(directory), table=table)
-        trainable = tune.with_resources(trainable, trial_resources(example))
         if spec.search is not None:
             param_space, tune_config, count = _optuna_setup(spec, table)
             concurrency = 1  # sequential Optuna: the same seed gives the same trials
@@ -245,6 +250,8 @@ def _run_tune(spec, storage: Path, directory: Path, table, pending, address, max
             concurrency = max(1, min(max_concurrent or placeable, placeable, len(pending)))
             tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
             count = len(pending)
+        trainable = tune.with_parameters(run_cell_trial, storage=str(storage), directory=str(directory), table=table)
+        trainable = tune.with_resources(trainable, trial_resources(example))
         log(f"running {count} trials, at most {concurrency} at a time (the cluster can place {placeable})")
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config,
