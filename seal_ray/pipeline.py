@@ -29,6 +29,13 @@ HEAVY_STAGES = ("base", "selector", "finetune", "generate")
 class CellOutcome:
     metrics: dict[str, Any]
     stages: dict[str, StageResult] = field(default_factory=dict)
+    # Every stage the cell needed, the shared Standard SFT reference chain included (cache accounting).
+    used: list[StageResult] = field(default_factory=list)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """stage/hash -> its own compute seconds (as measured when it was computed)."""
+        return {f"{r.stage}/{r.hash}": float(r.meta.get("measure", {}).get("seconds", r.meta.get("seconds", 0.0)))
+                for r in self.used}
 
 
 def baseline_config(config: CellConfig) -> CellConfig:
@@ -73,7 +80,8 @@ class CellPipeline:
                                      data_dir=data_r.dir, base_dir=base_r.dir)
         select_r, finetune_r, generate_r = self._model_chain(config, data_r, base_r, selector_r)
         reference = baseline_config(config)
-        _, _, baseline_generate_r = self._model_chain(reference, data_r, base_r, None)
+        baseline_chain = self._model_chain(reference, data_r, base_r, None)
+        baseline_generate_r = baseline_chain[2]
         judge_r = self._light(
             "judge", judge.key(config, generate_r.hash, baseline_generate_r.hash),
             lambda d: judge.run(config, data_r.dir, generate_r.dir, baseline_generate_r.dir, d),
@@ -81,7 +89,8 @@ class CellPipeline:
         stages = {"data": data_r, "base": base_r, "select": select_r, "finetune": finetune_r, "generate": generate_r, "judge": judge_r}
         if selector_r is not None:
             stages["selector"] = selector_r
-        return CellOutcome(self._metrics(stages), stages)
+        used = [*stages.values(), *baseline_chain]
+        return CellOutcome(self._metrics(stages), stages, used)
 
     def base_generations(self) -> tuple[StageResult, StageResult]:
         """(data, generate) of the base model itself: the calibration's first reference point."""

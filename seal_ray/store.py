@@ -99,8 +99,10 @@ class StageStore:
                     self._prepare(directory)
                     write_json_atomic(directory / "key.json", key)
                     log(f"[{stage}] computing {key_hash}")
+                    started = time.perf_counter()
                     meta = compute(directory)
-                    write_json_atomic(directory / MARKER, {"stage": stage, "hash": key_hash, "finished": time.time(), **meta})
+                    write_json_atomic(directory / MARKER, {"stage": stage, "hash": key_hash, "finished": time.time(),
+                                                           "seconds": time.perf_counter() - started, **meta})
                     self._record("computed", stage, key_hash, cell)
                     return StageResult(stage, key_hash, directory, self.meta(stage, key_hash), cached=False)
         self._record("reused", stage, key_hash, cell)

@@ -107,7 +107,7 @@ def run_cell_entry(entry: dict, storage: Path, directory: Path) -> dict[str, Any
     cached = all(result.cached for result in outcome.stages.values())
     metrics = {**outcome.metrics, "cell/all_stages_cached": cached, "cell/ok": 1}
     write_record(directory, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
-                 seconds=time.time() - started, cached=cached)
+                 seconds=time.time() - started, cached=cached, stages=outcome.stage_seconds())
     return metrics
 
 

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,26 +23,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _kill_cluster(gcs_port: int) -> None:
-    """Stop only this test's Ray processes (their command lines name its GCS port), not others on the machine."""
-    marker = f"127.0.0.1:{gcs_port}".encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if int(proc.name) != os.getpid() and marker in (proc / "cmdline").read_bytes():
-                os.kill(int(proc.name), 9)
-        except (OSError, ProcessLookupError):
-            pass
+def _names_temp_dir(proc: Path, marker: str) -> bool:
+    if marker.encode() in (proc / "cmdline").read_bytes():
+        return True
+    # Ray's agents rename themselves ("ray::DashboardAgent"); their open log files still name the temp dir.
+    return any(marker in os.readlink(fd) for fd in (proc / "fd").iterdir() if fd.is_symlink())
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """Stop only this test's Ray processes (they name its temp dir), not others on the machine."""
+    for _ in range(2):  # a second pass catches what the first pass orphaned
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if _names_temp_dir(proc, temp_dir):
+                    os.kill(int(proc.name), 9)
+            except (OSError, ProcessLookupError):
+                pass
+        time.sleep(1)
 
 
 @pytest.fixture
 def two_node_cluster(tmp_path):
     gcs, dashboard = _free_port(), _free_port()
+    # A short private temp dir (unix socket paths are limited to ~107 bytes) that every process names.
+    temp_dir = tempfile.mkdtemp(prefix="seal-ray-", dir="/tmp")
     # Ray 2.60 token authentication: every node (and the job client) must use the cluster's token,
     # here the one `ray start --head` keeps in ~/.ray/auth_token.
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
-    common = ["--disable-usage-stats"]
+    common = ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:
         # Two raylets on one machine: each needs its own agent ports (the defaults would collide).
@@ -55,7 +67,8 @@ def two_node_cluster(tmp_path):
                        check=True, capture_output=True, env=env, timeout=120)
         yield gcs, dashboard, env
     finally:
-        _kill_cluster(gcs)
+        _kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_a_sweep_submitted_as_a_job_runs_cells_on_both_nodes(tmp_path, two_node_cluster):
