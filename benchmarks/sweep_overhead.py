@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seal_ray.results import read_manifest, sweep_dir
+from seal_ray.results import read_manifest, sweep_folder
 from seal_ray.store import StageStore
 from seal_ray.sweep import run_sweep
 from seal_ray.sweep_spec import load_sweep
@@ -43,8 +43,9 @@ def makespan_ratio() -> tuple[float, float, float]:
 
 
 def cache_savings(storage: Path) -> tuple[float, float, int, int]:
-    directory = sweep_dir(storage, "demo")
-    manifest = read_manifest(directory)
+    folder = sweep_folder(storage, "demo")
+    directory = folder.local_root
+    manifest = read_manifest(folder)
     records = [json.loads(p.read_text()) for p in (directory / "cells").glob("*.json")] if directory.is_dir() else []
     if len(manifest["entries"]) == 0 or any(r.get("status") != "done" for r in records) or len(records) < len(manifest["entries"]):
         print(f"running sweeps/demo.yaml under {storage} first (it is not complete there)", flush=True)

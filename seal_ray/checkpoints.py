@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from seal_ray.distributed import LocalDist
+from seal_ray.storage import Storage
 
 _NAME = re.compile(r"epoch_(\d+)\.pt$")
 
@@ -17,10 +18,13 @@ _NAME = re.compile(r"epoch_(\d+)\.pt$")
 class Checkpointer:
     """Keeps the newest checkpoint of a loop in `directory` (the stage's work folder on shared storage)."""
 
-    def __init__(self, directory: str | Path | None, dist: LocalDist | None = None, keep: int = 1):
+    def __init__(self, directory: str | Path | None, dist: LocalDist | None = None, keep: int = 1,
+                 mirror_uri: str | None = None):
         self.directory = Path(directory) if directory is not None else None
         self.dist = dist or LocalDist()
         self.keep = keep
+        # On cloud storage the local folder dies with its node: each checkpoint is uploaded too.
+        self.mirror = Storage(mirror_uri) if mirror_uri else None
 
     def _existing(self) -> list[tuple[int, Path]]:
         if self.directory is None or not self.directory.is_dir():
@@ -37,8 +41,12 @@ class Checkpointer:
             partial = target.with_suffix(".partial")
             torch.save(state, partial)
             os.replace(partial, target)  # a crash mid-write never leaves a truncated checkpoint behind
+            if self.mirror is not None:
+                self.mirror.upload_file(target, target.name)
             for _, old in self._existing()[: -self.keep]:
                 old.unlink(missing_ok=True)
+                if self.mirror is not None:
+                    self.mirror.delete(old.name)
         self.dist.barrier()
 
     def latest(self) -> tuple[int, dict[str, Any]] | None:

@@ -124,19 +124,10 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
 
 
 def _check_storage(storage: str) -> None:
-    """Fail before any work when the storage root cannot be written."""
-    import tempfile
+    """Fail before any work when the storage root cannot be written (or a local disk is nearly full)."""
+    from seal_ray.storage import Storage
 
-    root = Path(storage)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        raise UserError(f"storage {storage}: not writable ({err.strerror or err})") from None
-    free = shutil.disk_usage(root).free
-    if free < 200 * 2**20:
-        raise UserError(f"storage {storage}: only {free / 2**20:.0f} MiB free; a sweep needs at least 200 MiB")
+    Storage(storage).check_writable()
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -15,14 +15,28 @@ import torch
 from seal_ray.checkpoints import Checkpointer
 from seal_ray.distributed import LocalDist
 from seal_ray.measure import StageMeter
+from seal_ray.storage import Storage
+from seal_ray.store import MARKER
 
 WorkerFn = Callable[[dict, LocalDist, Checkpointer, Callable[[str], None]], dict]
 
 
+def fetch_inputs(spec: dict) -> None:
+    """On cloud storage, a worker on another node downloads the upstream stage folders it reads."""
+    if not spec.get("storage_uri"):
+        return
+    storage = Storage(spec["storage_uri"])
+    for name, value in spec.items():
+        if name.endswith("_dir") and name != "work_dir":
+            storage.ensure_local(Path(value).relative_to(storage.local_root).as_posix(), MARKER)
+
+
 def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_dir: Path | None, log) -> dict[str, Any]:
     torch.set_num_threads(int(spec.get("torch_threads", 1)))
+    fetch_inputs(spec)
+    checkpointer = Checkpointer(checkpoint_dir, dist, mirror_uri=spec.get("checkpoint_uri"))
     with StageMeter(dist.device) as meter:
-        result = worker_fn(spec, dist, Checkpointer(checkpoint_dir, dist), log)
+        result = worker_fn(spec, dist, checkpointer, log)
     tokens = float(dist.all_reduce_sum_(torch.tensor([float(result.pop("tokens", 0))], dtype=torch.float64, device=dist.device))[0])
     seconds = dist.all_reduce_max(meter.seconds)
     measure = {

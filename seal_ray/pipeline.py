@@ -55,6 +55,9 @@ class CellPipeline:
         def compute(work_dir: Path) -> dict:
             spec = {"config": to_dict(config), "work_dir": str(work_dir), "torch_threads": config.resources.torch_threads,
                     **{name: str(path) for name, path in dirs.items()}}
+            if not self.store.storage.is_local:
+                spec["storage_uri"] = self.store.storage.uri
+                spec["checkpoint_uri"] = f"{self.store.storage.uri}/{work_dir.relative_to(self.store.root).as_posix()}/checkpoints"
             return self.executor.run(stage, worker, spec, work_dir, self.log)
 
         return self.store.run(stage, key, compute, cell=self.cell, log=self.log)

@@ -20,8 +20,11 @@ class SweepProgress(Callback):
         self.running: dict[str, float] = {}
         self.durations: list[float] = []
         self.done = self.failed = self.cached = 0
+        self.heartbeat_s = 30.0
+        self._last_line = time.time()
 
     def line(self) -> str:
+        self._last_line = time.time()
         finished = self.done + self.failed
         elapsed = time.time() - self.start
         remaining = self.total - finished
@@ -32,6 +35,11 @@ class SweepProgress(Callback):
             eta = "ETA --:--" if remaining else "finished"
         return (f"[{finished:>3}/{self.total}] done {self.done} ({self.cached} cached) | running {len(self.running)} | "
                 f"failed {self.failed} | elapsed {_clock(elapsed)} | {eta}")
+
+    def on_step_end(self, iteration, trials, **info):
+        # A heartbeat while cells run for minutes without starting or finishing.
+        if time.time() - self._last_line >= self.heartbeat_s:
+            self.log(self.line())
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running[trial.trial_id] = time.time()

@@ -3,8 +3,9 @@
     <storage>/sweeps/<name>/manifest.json          every cell x seed the sweep asked for
     <storage>/sweeps/<name>/cells/<cell>-s<seed>.json   its record: status, error, metrics, timings
 
-Records are written atomically by the cell's driver, so the DataFrame can be read while a sweep runs,
-after a crash, or on a laptop with no Ray running. Columns: docs/results_schema.md.
+The storage is a folder or a cloud URI (storage.py). Records are written whole (rename or object PUT)
+by the cell's driver, so the DataFrame can be read while a sweep runs, after a crash, or on a laptop
+with no Ray running. Columns: docs/results_schema.md.
 """
 
 from __future__ import annotations
@@ -18,56 +19,53 @@ import pandas as pd
 
 from seal_ray.config import flatten
 from seal_ray.errors import UserError
-from seal_ray.store import write_json_atomic
+from seal_ray.storage import Storage
 
 STATUSES = ("done", "failed", "running", "missing")
 
 
-def sweep_dir(storage: str | Path, name: str) -> Path:
-    return Path(storage) / "sweeps" / name
+def sweep_folder(storage: str | Path, name: str) -> Storage:
+    return Storage(storage).child(f"sweeps/{name}")
 
 
-def record_path(directory: Path, cell_id: str, seed: int) -> Path:
-    return directory / "cells" / f"{cell_id}-s{seed}.json"
+def record_rel(cell_id: str, seed: int) -> str:
+    return f"cells/{cell_id}-s{seed}.json"
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / "manifest.json"
-    if not path.is_file():
-        return {"name": directory.name, "cells": {}, "entries": []}
-    return json.loads(path.read_text())
+def read_manifest(folder: Storage) -> dict[str, Any]:
+    text = folder.read_text("manifest.json")
+    return json.loads(text) if text else {"name": Path(folder.uri).name, "cells": {}, "entries": []}
 
 
-def write_record(directory: Path, cell_id: str, seed: int, **fields: Any) -> None:
-    path = record_path(directory, cell_id, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    write_json_atomic(path, {**previous, "cell_id": cell_id, "seed": seed, "updated": time.time(), **fields})
+def write_record(folder: Storage, cell_id: str, seed: int, **fields: Any) -> None:
+    previous = read_record(folder, cell_id, seed) or {}
+    record = {**previous, "cell_id": cell_id, "seed": seed, "updated": time.time(), **fields}
+    folder.write_text(record_rel(cell_id, seed), json.dumps(record, indent=1, sort_keys=True, default=str))
 
 
-def read_record(directory: Path, cell_id: str, seed: int) -> dict[str, Any] | None:
-    path = record_path(directory, cell_id, seed)
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_record(folder: Storage, cell_id: str, seed: int) -> dict[str, Any] | None:
+    text = folder.read_text(record_rel(cell_id, seed))
+    return json.loads(text) if text else None
 
 
-def resolve(name_or_path: str | Path, storage: str | Path = "runs") -> Path:
-    """A sweep folder from its path, or from its name under the storage root."""
-    candidate = Path(name_or_path)
-    for directory in (candidate, sweep_dir(storage, str(name_or_path))):
-        if (directory / "manifest.json").is_file():
-            return directory
-    raise UserError(f"no sweep at '{name_or_path}' (looked for {candidate}/manifest.json and "
-                    f"{sweep_dir(storage, str(name_or_path))}/manifest.json)")
+def resolve(name_or_path: str | Path, storage: str | Path = "runs") -> Storage:
+    """A sweep folder from its path or URI, or from its name under the storage root."""
+    candidates = [Storage(name_or_path), sweep_folder(storage, str(name_or_path))]
+    for folder in candidates:
+        if folder.exists("manifest.json"):
+            return folder
+    raise UserError(f"no sweep at '{name_or_path}' (looked for {candidates[0].uri}/manifest.json and "
+                    f"{candidates[1].uri}/manifest.json)")
 
 
 def load(path: str | Path, storage: str | Path = "runs") -> pd.DataFrame:
     """One row per cell x seed: config leaves (config/...), metrics, status, error, provenance."""
-    directory = resolve(path, storage)
-    manifest = read_manifest(directory)
+    folder = resolve(path, storage)
+    manifest = read_manifest(folder)
     rows = []
     for entry in manifest["entries"]:
         cell = manifest["cells"][entry["cell_id"]]
-        record = read_record(directory, entry["cell_id"], entry["seed"]) or {}
+        record = read_record(folder, entry["cell_id"], entry["seed"]) or {}
         config = dict(cell["config"], seed=entry["seed"])
         row: dict[str, Any] = {
             "sweep": manifest["name"], "cell_id": entry["cell_id"], "label": cell["label"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import sys
@@ -22,11 +23,13 @@ import yaml
 from seal_ray.config import CellConfig, cell_from_dict, to_dict
 from seal_ray.errors import StageFailed, UserError
 from seal_ray.pipeline import CellPipeline
-from seal_ray.results import load, read_manifest, read_record, sweep_dir, write_record
-from seal_ray.store import StageStore, write_json_atomic
+from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
+from seal_ray.storage import Storage
+from seal_ray.store import StageStore
 from seal_ray.sweep_spec import SweepSpec, load_sweep, parse_sweep
 
 Log = Callable[[str], None]
+LEASE_S = 120.0  # a cloud run lease not refreshed for this long belongs to a dead driver
 DRIVER_CPU = 0.01  # RAY_NOTES.md: a driver holding a whole CPU while its Train workers wait deadlocks 2-CPU machines
 
 
@@ -42,14 +45,14 @@ def executor_kind(config: CellConfig) -> str:
     return "inline" if config.resources.num_workers == 1 and not config.resources.use_gpu else "ray_train"
 
 
-def make_executor(config: CellConfig, storage: Path):
+def make_executor(config: CellConfig, storage: str):
     if executor_kind(config) == "inline":
         from seal_ray.executor import LocalExecutor
 
         return LocalExecutor("cpu")
     from seal_ray.ray_train import RayTrainExecutor
 
-    return RayTrainExecutor.from_config(config.resources, storage_path=str(storage / "ray_train"))
+    return RayTrainExecutor.from_config(config.resources, storage_path=str(Storage(storage).local_path("ray_train")))
 
 
 def trial_resources(config: CellConfig) -> dict[str, float]:
@@ -70,28 +73,30 @@ def cell_footprint(config: CellConfig) -> dict[str, float]:
 # --- the trial ----------------------------------------------------------------------------------
 
 
-def run_cell_trial(trial_config: dict, *, storage: str, directory: str, table: dict[str, dict]) -> None:
+def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict]) -> None:
     """The Tune function trainable: run one cell x seed, record it, report its metrics."""
     from ray import tune
 
     key = trial_config.get("entry")
     if key is None:  # an Optuna trial: sampled keys over the base cell
-        entry = _optuna_entry(trial_config, table, Path(directory))
+        entry = _optuna_entry(trial_config, table, Storage(folder))
     else:
         entry = table[key]
-    metrics = run_cell_entry(entry, Path(storage), Path(directory))
+    metrics = run_cell_entry(entry, storage, Storage(folder))
     # Report once and return nothing: a returned dict would reach Tune as a second result.
     tune.report({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
-def run_cell_entry(entry: dict, storage: Path, directory: Path) -> dict[str, Any]:
+def run_cell_entry(entry: dict, storage: str, folder: Storage) -> dict[str, Any]:
     config = cell_from_dict({**entry["config"], "seed": entry["seed"]})
     cell_id, seed = entry["cell_id"], entry["seed"]
-    log_path = directory / "logs" / f"{entry_key(cell_id, seed)}.log"
+    log_rel = f"logs/{entry_key(cell_id, seed)}.log"
+    log_path = folder.local_path(log_rel)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    write_record(directory, cell_id, seed, status="running", started=started, error="", host=os.uname().nodename,
+    write_record(folder, cell_id, seed, status="running", started=started, error="", host=os.uname().nodename,
                  pid=os.getpid(), node_id=_ray_node_id())
+    failure = None
     with open(log_path, "a") as log_file:
         def log(line: str) -> None:
             log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
@@ -101,14 +106,20 @@ def run_cell_entry(entry: dict, storage: Path, directory: Path) -> dict[str, Any
             outcome = CellPipeline(config, StageStore(storage), make_executor(config, storage), log=log,
                                    cell=entry_key(cell_id, seed)).run()
         except StageFailed as err:
-            return _failed(directory, cell_id, seed, started, str(err), log)
+            failure = str(err)
         except Exception as err:  # noqa: BLE001 - any cell error is recorded, the sweep goes on
-            return _failed(directory, cell_id, seed, started, f"{type(err).__name__}: {err}", log)
+            failure = f"{type(err).__name__}: {err}"
+        if failure:
+            log(f"cell failed: {failure}")
+    if not folder.is_local:
+        folder.upload_file(log_path, log_rel)
+    if failure:
+        write_record(folder, cell_id, seed, status="failed", error=failure, finished=time.time(), seconds=time.time() - started)
+        return {"cell/ok": 0, "cell/all_stages_cached": False}
     cached = all(result.cached for result in outcome.stages.values())
-    metrics = {**outcome.metrics, "cell/all_stages_cached": cached, "cell/ok": 1}
-    write_record(directory, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
+    write_record(folder, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
                  seconds=time.time() - started, cached=cached, stages=outcome.stage_seconds())
-    return metrics
+    return {**outcome.metrics, "cell/all_stages_cached": cached, "cell/ok": 1}
 
 
 def _ray_node_id() -> str | None:
@@ -117,13 +128,7 @@ def _ray_node_id() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def _failed(directory: Path, cell_id: str, seed: int, started: float, reason: str, log: Log) -> dict[str, Any]:
-    log(f"cell failed: {reason}")
-    write_record(directory, cell_id, seed, status="failed", error=reason, finished=time.time(), seconds=time.time() - started)
-    return {"cell/ok": 0, "cell/all_stages_cached": False}
-
-
-def _optuna_entry(trial_config: dict, table: dict[str, dict], directory: Path) -> dict:
+def _optuna_entry(trial_config: dict, table: dict[str, dict], folder: Storage) -> dict:
     from seal_ray.config import set_dotted
     from seal_ray.sweep_spec import cell_id_of
 
@@ -134,7 +139,7 @@ def _optuna_entry(trial_config: dict, table: dict[str, dict], directory: Path) -
     config = cell_from_dict(tree)
     cell_id = cell_id_of(config)
     label = ", ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in trial_config.items())
-    _add_to_manifest(directory, {cell_id: {"label": label, "studies": ["optuna"], "config": to_dict(config)}}, [(cell_id, base["seed"])])
+    _add_to_manifest(folder, {cell_id: {"label": label, "studies": ["optuna"], "config": to_dict(config)}}, [(cell_id, base["seed"])])
     return {"cell_id": cell_id, "seed": base["seed"], "config": to_dict(config)}
 
 
@@ -142,8 +147,16 @@ def _optuna_entry(trial_config: dict, table: dict[str, dict], directory: Path) -
 
 
 @contextlib.contextmanager
-def sweep_lock(directory: Path) -> Iterator[None]:
-    """One `sweep run` per sweep name at a time; the lock dies with its process (kill -9 included)."""
+def sweep_lock(folder: Storage | Path) -> Iterator[None]:
+    """One `sweep run` per sweep name at a time. On a folder, an flock that dies with its process
+    (kill -9 included); on a cloud URI, a lease object refreshed while the sweep runs."""
+    folder = folder if isinstance(folder, Storage) else Storage(folder)
+    name = Path(folder.uri).name
+    if not folder.is_local:
+        with _lease(folder, name):
+            yield
+        return
+    directory = folder.local_root
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "run.lock", "a+") as handle:
         try:
@@ -151,7 +164,7 @@ def sweep_lock(directory: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise UserError(f"sweep '{directory.name}' is already running ({holder}); wait for it, or stop it first") from None
+            raise UserError(f"sweep '{name}' is already running ({holder}); wait for it, or stop it first") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -162,9 +175,33 @@ def sweep_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _add_to_manifest(directory: Path, cells: dict[str, dict], entries: list[tuple[str, int]]) -> None:
-    manifest = read_manifest(directory)
-    manifest["name"] = directory.name
+@contextlib.contextmanager
+def _lease(folder: Storage, name: str) -> Iterator[None]:
+    import threading
+
+    held = folder.read_text("run.lease")
+    if held and time.time() - json.loads(held)["time"] < LEASE_S:
+        raise UserError(f"sweep '{name}' is already running ({json.loads(held)['owner']}); wait for it, or stop it first")
+    owner = f"pid {os.getpid()} on {os.uname().nodename}"
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(LEASE_S / 4):
+            folder.write_text("run.lease", json.dumps({"owner": owner, "time": time.time()}))
+
+    folder.write_text("run.lease", json.dumps({"owner": owner, "time": time.time()}))
+    thread = threading.Thread(target=refresh, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        folder.delete("run.lease")
+
+
+def _add_to_manifest(folder: Storage, cells: dict[str, dict], entries: list[tuple[str, int]]) -> None:
+    manifest = read_manifest(folder)
+    manifest["name"] = Path(folder.uri).name
     for cell_id, cell in cells.items():
         known = manifest["cells"].setdefault(cell_id, cell)
         known["studies"] = sorted(set(known.get("studies", [])) | set(cell.get("studies", [])))
@@ -173,61 +210,61 @@ def _add_to_manifest(directory: Path, cells: dict[str, dict], entries: list[tupl
         if (cell_id, seed) not in seen:
             manifest["entries"].append({"cell_id": cell_id, "seed": seed})
             seen.add((cell_id, seed))
-    write_json_atomic(directory / "manifest.json", manifest)
+    folder.write_text("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
 
 
-def plan(spec: SweepSpec, directory: Path) -> tuple[dict[str, dict], list[str]]:
+def plan(spec: SweepSpec, folder: Storage) -> tuple[dict[str, dict], list[str]]:
     """(table of every entry of this spec, keys still to run), after recording them in the manifest."""
     cells = {c.cell_id: {"label": c.label, "studies": c.studies, "config": to_dict(c.config)} for c in spec.cells}
     pairs = [(c.cell_id, seed) for c in spec.cells for seed in spec.seeds]
-    _add_to_manifest(directory, cells, pairs)
+    _add_to_manifest(folder, cells, pairs)
     table = {entry_key(cid, seed): {"cell_id": cid, "seed": seed, "config": cells[cid]["config"]} for cid, seed in pairs}
-    pending = [key for key, e in table.items() if (read_record(directory, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
+    pending = [key for key, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
     return table, pending
 
 
 def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
               log: Log = print):
     """Run what is missing of `spec`; returns the results DataFrame."""
-    storage = Path(storage).resolve()
-    directory = sweep_dir(storage, spec.name)
-    with sweep_lock(directory):
-        (directory / "sweep.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False))
-        table, pending = plan(spec, directory)
-        _execute(spec, storage, directory, table, pending, address, max_concurrent, log)
-    return load(directory)
+    storage = Storage(storage).uri
+    folder = sweep_folder(storage, spec.name)
+    with sweep_lock(folder):
+        folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
+        table, pending = plan(spec, folder)
+        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+    return load(folder.uri)
 
 
 def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
                  log: Log = print):
     """Finish every cell x seed the sweep's manifest holds that is not done (after a crash, a kill -9, ...)."""
-    storage = Path(storage).resolve()
-    directory = sweep_dir(storage, name)
-    if not (directory / "manifest.json").is_file():
-        raise UserError(f"no sweep named '{name}' under {storage / 'sweeps'} to resume")
-    with sweep_lock(directory):
-        spec = parse_sweep(yaml.safe_load((directory / "sweep.yaml").read_text()), str(directory / "sweep.yaml"), name=name)
+    storage = Storage(storage).uri
+    folder = sweep_folder(storage, name)
+    if not folder.exists("manifest.json"):
+        raise UserError(f"no sweep named '{name}' under {storage}/sweeps to resume")
+    with sweep_lock(folder):
+        spec = parse_sweep(yaml.safe_load(folder.read_text("sweep.yaml")), f"{folder.uri}/sweep.yaml", name=name)
         spec.search = None  # a resumed Optuna sweep finishes its recorded trials; it does not sample new ones
-        manifest = read_manifest(directory)
+        manifest = read_manifest(folder)
         table = {entry_key(e["cell_id"], e["seed"]): {"cell_id": e["cell_id"], "seed": e["seed"],
                                                       "config": manifest["cells"][e["cell_id"]]["config"]}
                  for e in manifest["entries"]}
-        pending = [k for k, e in table.items() if (read_record(directory, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
-        _execute(spec, storage, directory, table, pending, address, max_concurrent, log)
-    return load(directory)
+        pending = [k for k, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
+        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+    return load(folder.uri)
 
 
-def _execute(spec, storage: Path, directory: Path, table, pending, address, max_concurrent, log: Log) -> None:
+def _execute(spec, storage: str, folder: Storage, table, pending, address, max_concurrent, log: Log) -> None:
     total = len(table)
     if spec.search is None and not pending:
         log(f"sweep '{spec.name}': all {total} cells x seeds are done; nothing to run, no training "
-            f"(every stage is cached; results in {directory})")
+            f"(every stage is cached; results in {folder.uri})")
         return
     log(f"sweep '{spec.name}': {total - len(pending)} of {total} cells x seeds done, running {len(pending)}; storage {storage}")
-    _run_tune(spec, storage, directory, table, pending, address, max_concurrent, log)
+    _run_tune(spec, storage, folder, table, pending, address, max_concurrent, log)
 
 
-def _run_tune(spec, storage: Path, directory: Path, table, pending, address, max_concurrent, log: Log) -> None:
+def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_concurrent, log: Log) -> None:
     import ray
     from ray import tune
 
@@ -236,7 +273,7 @@ def _run_tune(spec, storage: Path, directory: Path, table, pending, address, max
     example = cell_from_dict(table[pending[0]]["config"]) if pending else spec.cells[0].config
     started_ray = False
     if not ray.is_initialized():
-        env = {k: v for k, v in os.environ.items() if k.startswith("SEAL_RAY_")}
+        env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
         ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
                  include_dashboard=False if address is None else None)
         started_ray = True
@@ -250,12 +287,13 @@ def _run_tune(spec, storage: Path, directory: Path, table, pending, address, max
             concurrency = max(1, min(max_concurrent or placeable, placeable, len(pending)))
             tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
             count = len(pending)
-        trainable = tune.with_parameters(run_cell_trial, storage=str(storage), directory=str(directory), table=table)
+        trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table)
         trainable = tune.with_resources(trainable, trial_resources(example))
         log(f"running {count} trials, at most {concurrency} at a time (the cluster can place {placeable})")
+        # Tune's own experiment state stays on the driver's disk: the sweep's folder is the source of truth.
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config,
-            run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str(directory / "tune"),
+            run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str(folder.local_path("tune")),
                                       callbacks=[SweepProgress(count, concurrency, log)], verbose=0),
         )
         tuner.fit()
