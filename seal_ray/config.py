@@ -149,6 +149,9 @@ class ResourcesConfig:
     cpus_per_worker: float = _f(1.0, "CPUs reserved per worker", gt=0.0)
     max_failures: int = _f(2, "worker-group restarts from the last checkpoint before a stage fails", ge=0)
     torch_threads: int = _f(1, "torch intra-op threads per worker", ge=1)
+    isolate_stages: bool = _f(
+        True, "inline executor: run each heavy stage in a fresh process, so CPU memory figures compare across cells"
+    )
     micro_batch_size: Optional[int] = _f(None, "rows per forward pass; null: global batch / workers (no accumulation)", ge=1)
 
 

@@ -50,12 +50,49 @@ def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_d
 
 
 class LocalExecutor:
-    """The single-process path: the 1-worker case of the same worker functions, no Ray."""
+    """The single-process path: the 1-worker case of the same worker functions, no Ray.
+
+    With `isolate`, each heavy stage runs in a fresh Python process (isolated.py), so its memory
+    figure is comparable with every other cell's; without it, everything runs in this process.
+    """
 
     name = "local"
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", isolate: bool = False):
         self.device = device
+        self.isolate = isolate
 
     def run(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
-        return run_on_worker(worker_fn, spec, LocalDist(self.device), work_dir / "checkpoints", log)
+        if not self.isolate:
+            return run_on_worker(worker_fn, spec, LocalDist(self.device), work_dir / "checkpoints", log)
+        return self._run_isolated(stage, worker_fn, spec, work_dir, log)
+
+    def _run_isolated(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
+        import json
+        import subprocess
+        import sys
+        import tempfile
+
+        from seal_ray.errors import StageFailed
+        from seal_ray.isolated import worker_reference
+
+        with tempfile.TemporaryDirectory(prefix="seal-ray-stage-") as tmp:
+            request = Path(tmp) / "request.json"
+            result_path = Path(tmp) / "result.json"
+            request.write_text(json.dumps({
+                "worker": worker_reference(worker_fn), "spec": spec, "device": self.device,
+                "checkpoint_dir": str(work_dir / "checkpoints"), "result_path": str(result_path),
+            }))
+            process = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated", str(request)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in process.stdout:
+                log(line.rstrip("\n"))
+            code = process.wait()
+            outcome = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        if "result" in outcome:
+            return outcome["result"]
+        if "stage_failed" in outcome:
+            raise StageFailed(outcome["stage_failed"])
+        if "error" in outcome:
+            raise RuntimeError(f"[{stage}] the stage raised:\n{outcome['error']}")
+        raise StageFailed(f"[{stage}] the stage's process died (exit code {code}); its checkpoints are kept")

@@ -1,12 +1,15 @@
 """Peak memory and wall time of a stage, per worker (RAY_NOTES.md, "Memory figures").
 
 GPU: torch.cuda.max_memory_allocated, reset at the stage start. CPU: the process's peak RSS above its
-baseline at the stage start; on Linux the peak (VmHWM) is reset through /proc/self/clear_refs, so the
-figure belongs to this stage and not to an earlier one in the same process.
+baseline at the stage start; on Linux the peak (VmHWM) is reset through /proc/self/clear_refs and freed
+heap is first returned to the OS (malloc_trim), so the figure belongs to this stage and not to an
+earlier one in the same process.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import time
 from pathlib import Path
@@ -22,6 +25,16 @@ def _status_kb(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap back to the OS, so a stage's RSS baseline does not hide memory an earlier stage
+    of the same process freed (the allocator would reuse it without the RSS growing)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak_rss() -> bool:
@@ -43,6 +56,7 @@ class StageMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._baseline = torch.cuda.memory_allocated(self.device)
         else:
+            _release_free_memory()
             self._can_reset = _reset_peak_rss()
             self._baseline = (_status_kb("VmRSS") or 0) * 1024
         self._start = time.perf_counter()

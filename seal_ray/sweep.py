@@ -49,7 +49,7 @@ def make_executor(config: CellConfig, storage: str):
     if executor_kind(config) == "inline":
         from seal_ray.executor import LocalExecutor
 
-        return LocalExecutor("cpu")
+        return LocalExecutor("cpu", isolate=config.resources.isolate_stages)
     from seal_ray.ray_train import RayTrainExecutor
 
     return RayTrainExecutor.from_config(config.resources, storage_path=str(Storage(storage).local_path("ray_train")))

@@ -14,6 +14,8 @@ TINY = [
     "world.hexphi_per_category=1", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
     "base.epochs=1", "base.batch_size=16", "selector.epochs=2", "selector.batch_size=8",
     "finetune.epochs=1", "finetune.batch_size=8", "generation.max_new_tokens=8", "generation.batch_size=16",
+    # Stages in this process: a fresh process per stage costs ~4 s (tests/test_isolation.py covers that path).
+    "resources.isolate_stages=false",
 ]
 
 
