@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     store = StageStore(args.storage or out)
     start = time.perf_counter()
-    pipeline = CellPipeline(config, store, LocalExecutor(), log=_print)
+    pipeline = CellPipeline(config, store, LocalExecutor(isolate=config.resources.isolate_stages), log=_print)
     outcome = pipeline.run()
     out.mkdir(parents=True, exist_ok=True)
     for name, path in pipeline.artifacts(outcome).items():
@@ -61,7 +61,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_cell_config(args.config, args.set or [])
     seeds = list(range(args.seeds))
     quiet: Callable[[str], None] = (lambda line: None) if args.quiet else _print
-    _, ok, table = calibrate(config, seeds, StageStore(args.storage), LocalExecutor(), quiet)
+    _, ok, table = calibrate(config, seeds, StageStore(args.storage), LocalExecutor(isolate=config.resources.isolate_stages), quiet)
     _print(table)
     if args.markdown:
         from seal_ray.provenance import git_commit
@@ -128,6 +128,20 @@ def _check_storage(storage: str) -> None:
     from seal_ray.storage import Storage
 
     Storage(storage).check_writable()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    from seal_ray.results import load, resolve, status_counts
+
+    frame = load(args.sweep, args.storage)
+    counts = status_counts(frame)
+    partial = counts["running"] + counts["missing"] > 0
+    path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial)
+    _print(f"report written to {path} ({len(frame)} cells x seeds from {resolve(args.sweep, args.storage).uri}"
+           + ("; PARTIAL: the sweep is not finished" if partial else "") + ")")
+    return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -215,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     res.add_argument("--out", help="output file (parquet)")
     res.set_defaults(handler=cmd_results)
+
+    rep = commands.add_parser("report", help="write report.md, tables.tex, tables.csv and plots for a sweep")
+    rep.add_argument("sweep", help="sweep name (under --storage) or the sweep's folder")
+    rep.add_argument("--storage", default="runs")
+    rep.add_argument("--out", required=True, help="output folder")
+    rep.set_defaults(handler=cmd_report)
 
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")

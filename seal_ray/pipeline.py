@@ -114,6 +114,9 @@ class CellPipeline:
         if "selector" in stages:
             logits = torch.load(stages["selector"].dir / selector.SELECTOR_FILE, weights_only=True)
         metrics.update(selector_quality(logits, labels, kept))
+        if "selector" in stages:
+            metrics["artifact/selector_path"] = str(stages["selector"].dir / selector.SELECTOR_FILE)
+            metrics["artifact/labels_path"] = str(stages["data"].dir / data.LABELS_FILE)
         device, workers = "cpu", config.resources.num_workers
         for name in HEAVY_STAGES:
             if name not in stages:

@@ -10,6 +10,8 @@ from seal_ray.config import CellConfig
 from seal_ray.stages.common import WORLD_FILE
 from seal_ray.world import make_world
 
+LABELS_FILE = "labels.json"
+
 
 def data_seed(config: CellConfig) -> int:
     return config.seed if config.world.data_seed is None else config.world.data_seed
@@ -24,4 +26,6 @@ def key(config: CellConfig) -> dict:
 def run(config: CellConfig, work_dir: Path) -> dict:
     world = make_world(config.world, data_seed(config))
     (work_dir / WORLD_FILE).write_text(json.dumps(world))
+    # Ground-truth labels indexed by id, like the selector file (only metrics and plots read them).
+    (work_dir / LABELS_FILE).write_text(json.dumps([row["label"] for row in world["ft"]]))
     return {"sizes": {name: len(rows) for name, rows in world.items()}}
