@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -50,10 +51,12 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
         encoded_ft, encoded_safe, setup=setup, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
         checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
     )
+    # Every worker's omega replica, to check that they stay bit-identical (SEAL.md, "Distributed training").
+    omega_sha256 = dist.all_gather_objects(hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest())
     work_dir = Path(spec["work_dir"])
     if dist.is_main:
         save_selector(logits, work_dir / SELECTOR_FILE)
         (work_dir / "eligible_ids.json").write_text(json.dumps(sorted(encoded_ft)))
     dist.barrier()
     return {"tokens": stats.tokens, "safe_rows": len(encoded_safe), "epoch_losses": stats.epoch_losses,
-            "resumed_from_epoch": stats.resumed_from_epoch}
+            "resumed_from_epoch": stats.resumed_from_epoch, "omega_sha256": omega_sha256}
