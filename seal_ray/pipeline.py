@@ -43,6 +43,12 @@ def baseline_config(config: CellConfig) -> CellConfig:
     return dataclasses.replace(config, selection=SelectionConfig(method="sft", topp=1.0))
 
 
+def worker_spec(config: CellConfig, work_dir: Path, **dirs: Path) -> dict:
+    """What a heavy stage's worker function receives: plain data, picklable and JSON-able."""
+    return {"config": to_dict(config), "work_dir": str(work_dir), "torch_threads": config.resources.torch_threads,
+            **{name: str(path) for name, path in dirs.items()}}
+
+
 class CellPipeline:
     def __init__(self, config: CellConfig, store: StageStore, executor, *, log: Callable[[str], None] = print, cell: str | None = None):
         self.config, self.store, self.executor, self.log = config, store, executor, log
@@ -53,8 +59,7 @@ class CellPipeline:
 
     def _heavy(self, stage: str, key: dict, worker, config: CellConfig, **dirs: Path) -> StageResult:
         def compute(work_dir: Path) -> dict:
-            spec = {"config": to_dict(config), "work_dir": str(work_dir), "torch_threads": config.resources.torch_threads,
-                    **{name: str(path) for name, path in dirs.items()}}
+            spec = worker_spec(config, work_dir, **dirs)
             if not self.store.storage.is_local:
                 spec["storage_uri"] = self.store.storage.uri
                 spec["checkpoint_uri"] = f"{self.store.storage.uri}/{work_dir.relative_to(self.store.root).as_posix()}/checkpoints"

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from seal_ray.config import CellConfig, cell_from_dict, to_dict
-from seal_ray.errors import StageFailed, UserError
+from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.pipeline import CellPipeline
 from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
 from seal_ray.storage import Storage
@@ -278,7 +278,8 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_
                  include_dashboard=False if address is None else None)
         started_ray = True
     try:
-        placeable = _placeable(ray.cluster_resources(), cell_footprint(example))
+        footprint, resources = cell_footprint(example), ray.cluster_resources()
+        placeable = _check_placeable(_placeable(resources, footprint), footprint, resources, address, log)
         if spec.search is not None:
             param_space, tune_config, count = _optuna_setup(spec, table)
             concurrency = 1  # sequential Optuna: the same seed gives the same trials
@@ -303,8 +304,29 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_
 
 
 def _placeable(resources: dict[str, float], need: dict[str, float]) -> int:
+    """How many cells of footprint `need` the cluster's total `resources` hold at once (0: none)."""
     fits = [math.floor((resources.get(name, 0.0) + 1e-9) / amount) for name, amount in need.items() if amount > 0]
-    return max(1, min(fits)) if fits else 1
+    return min(fits) if fits else 1
+
+
+def _check_placeable(placeable: int, need: dict[str, float], resources: dict[str, float], address: str | None, log: Log) -> int:
+    """A cell the cluster can never place would wait forever (RAY_NOTES.md, "Deadlocks on small clusters").
+
+    On a fixed cluster (local Ray) that is a config error; on a cluster given by --address the
+    autoscaler may still add nodes, so the sweep warns and runs one cell at a time.
+    """
+    if placeable > 0:
+        return placeable
+    have = ", ".join(f"{name} {resources.get(name, 0.0):g}" for name in need)
+    wants = ", ".join(f"{name} {amount:g}" for name, amount in need.items())
+    advice = ("lower resources.num_workers or resources.cpus_per_worker (the cell's driver takes "
+              f"{DRIVER_CPU} CPU beside its workers, so on a 2-CPU machine 2 workers need cpus_per_worker <= 0.99)")
+    if address is None:
+        raise ConfigError(f"a cell needs {wants} at once but this Ray cluster has {have}: it could never start; {advice}",
+                          field="resources.num_workers")
+    log(f"warning: a cell needs {wants} at once but the cluster has {have} now; waiting for the autoscaler to add "
+        f"nodes (else {advice})")
+    return 1
 
 
 def _optuna_setup(spec: SweepSpec, table: dict):

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seal_ray.config import load_cell_config, to_dict
+from seal_ray.config import load_cell_config
+from seal_ray.errors import ConfigError
 from seal_ray.executor import LocalExecutor
+from seal_ray.pipeline import worker_spec
 from seal_ray.stages import base, data, finetune, select, selector
 from seal_ray.stages.common import MODEL_DIR
 from seal_ray.store import StageStore
@@ -133,6 +135,36 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_with_the_same_result(
     assert resumed["selector_result"]["omega_sha256"] == two_workers["selector_result"]["omega_sha256"]
 
 
+def test_a_sweep_of_two_worker_cells_runs_ray_train_inside_tune_without_deadlock(ray_session, tmp_path):
+    """RAY_NOTES.md, "Deadlocks on small clusters": the trial (driver) takes 0.01 CPU, its 2 Train
+    workers 0.99 CPU each, and concurrency is bounded by what can be placed (here: 1 cell). With a
+    whole CPU per worker the cell could never be placed on 2 CPUs: the sweep refuses before it hangs."""
+    import yaml
+
+    from seal_ray.sweep import run_sweep
+    from seal_ray.sweep_spec import parse_sweep
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml").read_text())
+    raw["base"]["resources"] = {"num_workers": 2, "isolate_stages": False}
+    # One Standard SFT cell (its own reference): 3 worker groups in all (base, finetune, generate).
+    raw.update(baselines=[], ablations={})
+    raw["base"]["selection"] = {"method": "sft", "topp": 1.0}
+    with pytest.raises(ConfigError, match=r"could never start.*cpus_per_worker <= 0.99"):
+        run_sweep(parse_sweep(raw, "two-workers.yaml"), tmp_path / "refused", log=_quiet)
+
+    raw["base"]["resources"]["cpus_per_worker"] = 0.99
+    lines: list[str] = []
+    frame = run_sweep(parse_sweep(raw, "two-workers.yaml"), tmp_path, log=lines.append)
+
+    assert list(frame["status"]) == ["done"], frame["error"].tolist()
+    assert int(frame["prov/workers"].iloc[0]) == 2
+    assert any("at most 1 at a time (the cluster can place 1)" in line for line in lines)
+    assert frame["winrate/hh"].iloc[0] == 50.0  # Standard SFT judged against itself
+    assert frame["mem/finetune_peak_mb"].iloc[0] > 0
+    runs = sorted(p.name.split("-")[0] for p in (tmp_path / "ray_train").iterdir() if p.is_dir())
+    assert runs == ["base", "finetune", "generate"], runs  # each heavy stage was a Ray Train run
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 
@@ -141,9 +173,7 @@ def _quiet(line: str) -> None:
 
 
 def _spec(config, work_dir: Path, **dirs: Path) -> dict:
-    # What CellPipeline._heavy hands an executor.
-    return {"config": to_dict(config), "work_dir": str(work_dir), "torch_threads": config.resources.torch_threads,
-            **{name: str(path) for name, path in dirs.items()}}
+    return worker_spec(config, work_dir, **dirs)  # what CellPipeline._heavy hands an executor
 
 
 def _selector(executor, config, upstream, root: Path, log) -> dict:
