@@ -105,7 +105,8 @@ def _preferred(column: str, preference: Sequence[Any]) -> Callable[[KeyValues], 
     return order
 
 
-METHOD_LABELS = {"sft": "Standard SFT", "random": "Random", "seal": "SEAL", "oracle": "Oracle (clean data)"}
+METHOD_LABELS = {"sft": "Standard SFT", "random": "Random", "dsir": "DSIR", "safeinstr": "SafeInstr", "seal": "SEAL",
+                 "seal_safeinstr": "SEAL + SafeInstr", "oracle": "Oracle (clean data)"}
 SAFE_UNITS = {"ft_size": "D_ft", "safe_pool": "safe pool"}
 ALGORITHM_LABELS = {1: "Alg. 1 (auxiliary model)", 2: "Alg. 2 (memory-efficient)"}
 

@@ -25,9 +25,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seal_ray.config import load_cell_config, to_dict
     from seal_ray.executor import LocalExecutor
     from seal_ray.pipeline import CellPipeline
+    from seal_ray.preflight import check_cell_inputs
     from seal_ray.store import StageStore, write_json_atomic
 
     config = load_cell_config(args.config, args.set or [])
+    check_cell_inputs(config, args.config or "--set")
     out = Path(args.out)
     store = StageStore(args.storage or out)
     start = time.perf_counter()

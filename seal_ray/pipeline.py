@@ -83,7 +83,7 @@ class CellPipeline:
         data_r = self._light("data", data.key(config), lambda d: data.run(config, d))
         base_r = self._heavy("base", base.key(config, data_r.hash), base.worker, config, data_dir=data_r.dir)
         selector_r = None
-        if config.selection.method == "seal":
+        if select.needs_selector(config):
             selector_r = self._heavy("selector", selector.key(config, data_r.hash, base_r.hash), selector.worker, config,
                                      data_dir=data_r.dir, base_dir=base_r.dir)
         select_r, finetune_r, generate_r = self._model_chain(config, data_r, base_r, selector_r)
@@ -113,15 +113,18 @@ class CellPipeline:
         config = self.config
         metrics: dict[str, Any] = dict(stages["judge"].meta["metrics"])
         ft_rows = load_world(stages["data"].dir)["ft"]
-        labels = {row["id"]: row.get("label", "clean") for row in ft_rows}
+        labels_path = stages["data"].dir / data.LABELS_FILE
         kept = json.loads((stages["select"].dir / select.KEPT_FILE).read_text())
         logits = None
         if "selector" in stages:
             logits = torch.load(stages["selector"].dir / selector.SELECTOR_FILE, weights_only=True)
-        metrics.update(selector_quality(logits, labels, kept))
+        if labels_path.exists():  # only the mini world knows which rows are unsafe
+            labels = {row["id"]: row.get("label", "clean") for row in ft_rows}
+            metrics.update(selector_quality(logits, labels, kept))
         if "selector" in stages:
             metrics["artifact/selector_path"] = str(stages["selector"].dir / selector.SELECTOR_FILE)
-            metrics["artifact/labels_path"] = str(stages["data"].dir / data.LABELS_FILE)
+            if labels_path.exists():
+                metrics["artifact/labels_path"] = str(labels_path)
         device, workers = "cpu", config.resources.num_workers
         for name in HEAVY_STAGES:
             if name not in stages:

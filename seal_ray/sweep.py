@@ -23,6 +23,7 @@ import yaml
 from seal_ray.config import CellConfig, cell_from_dict, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.pipeline import CellPipeline
+from seal_ray.preflight import check_cell_inputs
 from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
 from seal_ray.storage import Storage
 from seal_ray.store import StageStore
@@ -227,6 +228,8 @@ def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = Non
               log: Log = print):
     """Run what is missing of `spec`; returns the results DataFrame."""
     storage = Storage(storage).uri
+    for cell in spec.cells:  # before anything is written
+        check_cell_inputs(cell.config, f"{spec.source}: cell {cell.label}")
     folder = sweep_folder(storage, spec.name)
     with sweep_lock(folder):
         folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
@@ -260,6 +263,9 @@ def _execute(spec, storage: str, folder: Storage, table, pending, address, max_c
         log(f"sweep '{spec.name}': all {total} cells x seeds are done; nothing to run, no training "
             f"(every stage is cached; results in {folder.uri})")
         return
+    # Inputs from outside the configs (dataset files, API key variables) are checked before any work.
+    for key in pending:
+        check_cell_inputs(cell_from_dict(table[key]["config"]), f"{spec.name}: cell {table[key]['cell_id']}")
     log(f"sweep '{spec.name}': {total - len(pending)} of {total} cells x seeds done, running {len(pending)}; storage {storage}")
     _run_tune(spec, storage, folder, table, pending, address, max_concurrent, log)
 

@@ -37,7 +37,7 @@ from seal_ray.config import CellConfig, cell_from_dict, config_hash, leaf_keys, 
 from seal_ray.errors import ConfigError, did_you_mean
 
 TOP_KEYS = ("name", "description", "base", "seeds", "baselines", "ablations", "grid", "search")
-BASELINE_METHODS = ("sft", "random", "oracle", "seal", "file")
+BASELINE_METHODS = ("sft", "random", "oracle", "seal", "file", "dsir", "safeinstr", "seal_safeinstr")
 SEARCH_KEYS = ("method", "metric", "mode", "samples", "seed", "space")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
 

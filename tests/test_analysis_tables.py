@@ -43,7 +43,7 @@ def demo_like_frame():
     """Every study of sweeps/demo.yaml around one base cell, one seed each."""
     changes = [{}, {ACTIVATION: "sigmoid"}, {SAFE_FRACTION: 0.5}, {PENALTY_KIND: "fixed", PENALTY_GAMMA: 0.1},
                {PENALTY_DECAY: 0.1}, {ALGORITHM: 1}, {METHOD: "sft"}, {METHOD: "random"}, {METHOD: "oracle"},
-               {METHOD: "dsir"}]
+               {METHOD: "dsir"}, {METHOD: "my_method"}]
     return frame([result_row(c, metrics=metrics(55.0)) for c in changes])
 
 
@@ -85,7 +85,7 @@ def test_algorithm_ablation_reference_is_algorithm_2(demo_like_frame):
 
 def test_main_table_orders_methods_and_puts_unknown_ones_last(demo_like_frame):
     table = ablation_table(demo_like_frame, MAIN_TABLE)
-    assert labels(table) == ["Standard SFT", "Random", "SEAL", "Oracle (clean data)", "dsir"]
+    assert labels(table) == ["Standard SFT", "Random", "DSIR", "SEAL", "Oracle (clean data)", "my_method"]
     assert table.row("Standard SFT").is_reference
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from seal_ray.config import CellConfig
 from seal_ray.models import load_model, save_model
-from seal_ray.stages.common import MODEL_DIR, config_of, encode, load_world, read_ids
-from seal_ray.stages.select import KEPT_FILE
+from seal_ray.stages.common import MODEL_DIR, config_of, training_rows
 from seal_ray.train_loop import train_sft
 
 
@@ -23,8 +22,7 @@ def key(config: CellConfig, base_hash: str, select_hash: str) -> dict:
 def worker(spec: dict, dist, checkpointer, log) -> dict:
     config = config_of(spec)
     model, tokenizer = load_model(Path(spec["base_dir"]) / MODEL_DIR, config.model, dist.device)
-    encoded = encode(load_world(spec["data_dir"])["ft"], tokenizer, config)
-    kept = [i for i in read_ids(Path(spec["select_dir"]) / KEPT_FILE) if i in encoded]
+    encoded, kept = training_rows(spec, tokenizer, config)  # the kept D_ft rows plus SafeInstr's extra rows
     stats = train_sft(
         model, encoded, kept, stage="finetune", epochs=config.finetune.epochs, lr=config.finetune.lr,
         batch_size=config.finetune.batch_size, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
