@@ -1,7 +1,16 @@
-"""Models and tokenizers: the mini world's tiny Llama, or any transformers causal LM by name or path."""
+"""Models and tokenizers: the mini world's tiny Llama, or any transformers causal LM by name or path.
+
+A stage's model folder holds one of three things, and `load_model` reads each:
+- a whole model written by `save_model` (the mini world's base model, a fully fine-tuned model);
+- `model_ref.json` only: a reference to a hub id or a local directory (the `base` stage of a pretrained
+  model copies no weights, so an 8B base costs a few bytes of cache);
+- a LoRA adapter (`adapter_config.json`, the adapter weights, the tokenizer) plus `model_ref.json`
+  naming the base it sits on (the `finetune` stage with `model.lora.enabled`).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +26,8 @@ from seal_ray.config import ModelConfig
 from seal_ray.tokenizer import CharTokenizer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REF_FILE = "model_ref.json"
+ADAPTER_FILE = "adapter_config.json"
 
 
 class HFTokenizer:
@@ -60,26 +71,63 @@ def build_mini_model(config: ModelConfig, tokenizer: CharTokenizer, seed: int, m
     return LlamaForCausalLM(llama)
 
 
+def write_model_ref(directory: str | Path, name_or_path: str) -> None:
+    """Point a stage's model folder at weights that live elsewhere (a hub id or a local directory)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    (Path(directory) / REF_FILE).write_text(json.dumps({"name_or_path": str(name_or_path)}))
+
+
+def referenced(path: str | Path) -> str:
+    """The hub id or directory a model folder refers to; the folder itself when it holds a whole model."""
+    ref = Path(path) / REF_FILE
+    return json.loads(ref.read_text())["name_or_path"] if ref.is_file() else str(path)
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_FILE).is_file()
+
+
 def load_tokenizer(path: str | Path):
     if CharTokenizer.is_saved_in(path):
         return CharTokenizer.from_pretrained(path)
     from transformers import AutoTokenizer
 
-    return HFTokenizer(AutoTokenizer.from_pretrained(str(path)))
+    source = path if is_adapter(path) else referenced(path)
+    if CharTokenizer.is_saved_in(source):
+        return CharTokenizer.from_pretrained(source)
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(source)))
 
 
-def load_model(path: str | Path, config: ModelConfig, device: torch.device | str = "cpu"):
-    """(model, tokenizer) from a directory written by `save_model`, or a hub id."""
+def load_model(path: str | Path, config: ModelConfig, device: torch.device | str = "cpu", *, merge: bool = False):
+    """(model, tokenizer) from a stage's model folder (whole model, reference or LoRA adapter) or a hub id.
+
+    A LoRA folder loads its base and the adapter on it; `merge` folds the adapter into the base weights
+    (for generation: same outputs, no adapter overhead).
+    """
     dtype = _DTYPES.get(config.dtype, "auto") if config.dtype != "auto" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(referenced(path), dtype=dtype)
+    if is_adapter(path):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path))
+        if merge:
+            model = model.merge_and_unload()
+    model = model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # checkpointing with a frozen embedding (LoRA) needs grads on inputs
     return model, load_tokenizer(path)
 
 
-def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | Path) -> None:
+def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | Path, *, base: str | None = None) -> None:
+    """Write a whole model, or (a peft model) only its adapter with `base` recorded as what it sits on."""
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(directory)
+    if is_adapter(directory):
+        if base is None:
+            raise ValueError("an adapter needs the base it sits on")
+        write_model_ref(directory, base)
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from seal_ray.config import CellConfig
-from seal_ray.models import build_mini_model, save_model
+from seal_ray.models import build_mini_model, save_model, write_model_ref
 from seal_ray.stages.common import MODEL_DIR, config_of, encode, load_world
 from seal_ray.tokenizer import CharTokenizer
 from seal_ray.train_loop import train_sft
@@ -28,6 +28,13 @@ def key(config: CellConfig, data_hash: str) -> dict:
 
 def worker(spec: dict, dist, checkpointer, log) -> dict:
     config = config_of(spec)
+    if config.model.name_or_path != "mini":
+        # A pretrained model is its own aligned base: record where it is, copy no weights.
+        if dist.is_main:
+            write_model_ref(Path(spec["work_dir"]) / MODEL_DIR, config.model.name_or_path)
+        dist.barrier()
+        log(f"[base] {config.model.name_or_path} is a pretrained model: nothing to train")
+        return {"tokens": 0, "final_loss": None, "resumed_from_epoch": None}
     tokenizer = CharTokenizer()
     model = build_mini_model(config.model, tokenizer, config.seed, MAX_POSITIONS).to(dist.device)
     rows = load_world(spec["data_dir"])["base"]

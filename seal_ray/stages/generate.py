@@ -23,7 +23,7 @@ def key(config: CellConfig, model_hash: str, data_hash: str) -> dict:
 
 def worker(spec: dict, dist, checkpointer, log) -> dict:
     config = config_of(spec)
-    model, tokenizer = load_model(Path(spec["model_dir"]) / MODEL_DIR, config.model, dist.device)
+    model, tokenizer = load_model(Path(spec["model_dir"]) / MODEL_DIR, config.model, dist.device, merge=True)
     world = load_world(spec["data_dir"])
     generations = {}
     tokens = 0
