@@ -152,8 +152,13 @@ def train_selector(
     if (aux_model is not None) != (setup.algorithm == 1):
         raise ValueError("Algorithm 1 needs an auxiliary model, Algorithm 2 must not have one")
     omega = torch.nn.Parameter(logits.clone().to(dist.device))
-    theta_params = [p for p in model.parameters() if p.requires_grad]
-    aux_params = [p for p in aux_model.parameters() if p.requires_grad] if aux_model is not None else []
+    aux_params: list[torch.nn.Parameter] = []
+    if aux_model is not None:
+        # A LoRA theta_hat (lora.AdapterView) shares theta's model: its weights are listed by the view.
+        aux_params = (aux_model.trainable_parameters() if hasattr(aux_model, "trainable_parameters")
+                      else [p for p in aux_model.parameters() if p.requires_grad])
+    aux_ids = {id(p) for p in aux_params}
+    theta_params = [p for p in model.parameters() if p.requires_grad and id(p) not in aux_ids]
     theta_opt = torch.optim.AdamW(theta_params, lr=setup.model_lr, weight_decay=0.0)
     omega_opt = torch.optim.Adam([omega], lr=setup.lr, betas=setup.betas, weight_decay=0.0)
     aux_opt = torch.optim.AdamW(aux_params, lr=setup.aux_lr, weight_decay=0.0) if aux_model is not None else None

@@ -102,3 +102,44 @@ def test_a_seal_cell_runs_end_to_end_on_a_tiny_llama_with_lora_and_recipe_files(
     generations = json.loads((stages["generate"].dir / "generations.json").read_text())
     assert {name: len(rows) for name, rows in generations.items()} == {"hh": 4, "orca": 3, "hexphi": 3}
     assert all(isinstance(row["answer"], str) for rows in generations.values() for row in rows)
+
+
+def test_algorithm_1_with_lora_trains_theta_hat_as_a_second_adapter_on_the_same_frozen_base(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seal_ray.batching import encode_rows
+    from seal_ray.config import PenaltyConfig
+    from seal_ray.lora import AUX_ADAPTER, add_aux_adapter
+    from seal_ray.models import HFTokenizer
+    from seal_ray.schedules import PenaltySchedule
+    from seal_ray.selector import init_logits
+    from seal_ray.train_loop import SelectorSetup, train_selector
+
+    config = load_cell_config(None, ["model.lora.enabled=true"])
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    base_count = sum(p.numel() for p in base.parameters())
+    model = add_lora(base, config.model.lora)
+    theta_only = sum(p.numel() for p in model.parameters())
+    aux = add_aux_adapter(model)
+    # One base in memory: the second adapter adds exactly one adapter's weights, not a copy of the base.
+    assert sum(p.numel() for p in model.parameters()) - theta_only == theta_only - base_count
+    assert set(model.peft_config) == {"default", AUX_ADAPTER} and model.active_adapter == "default"
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    rows = [{"id": n, "prompt": f"question {n}", "response": f"answer {n}"} for n in range(8)]
+    safe = [{"id": n, "prompt": f"question {n}", "response": "sorry, no."} for n in range(4)]
+    hf = HFTokenizer(tokenizer)
+    setup = SelectorSetup(activation="softmax", algorithm=1, lr=5e-2, betas=(0.9, 0.95), epochs=2, model_lr=1e-2,
+                          aux_lr=1e-2, batch_size=4, schedule=PenaltySchedule.from_config(PenaltyConfig()))
+    logits, _ = train_selector(model, aux, init_logits(8, "softmax"), encode_rows(rows, hf, "Human: {}\nAssistant: ", 64),
+                               encode_rows(safe, hf, "Human: {}\nAssistant: ", 64), setup=setup, seed=0,
+                               pad_id=tokenizer.pad_token_id, dist=LocalDist(), checkpointer=Checkpointer(None), log=lambda s: None)
+    after = {name: p.detach() for name, p in model.named_parameters()}
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert all("lora_" in name for name in changed)  # the base is frozen
+    assert any(".default." in name and "lora_B" in name for name in changed)  # theta trained
+    assert any(f".{AUX_ADAPTER}." in name and "lora_B" in name for name in changed)  # theta_hat trained
+    theta_b = [n for n in after if ".default." in n and "lora_B" in n]
+    assert any(not torch.equal(after[n], after[n.replace(".default.", f".{AUX_ADAPTER}.")]) for n in theta_b)
+    assert not torch.equal(logits, init_logits(8, "softmax"))  # omega moved on l(theta) - l(theta_hat)

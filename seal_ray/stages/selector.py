@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from seal_ray.config import CellConfig
-from seal_ray.lora import add_lora
+from seal_ray.lora import add_aux_adapter, add_lora
 from seal_ray.models import load_model
 from seal_ray.schedules import PenaltySchedule
 from seal_ray.selector import init_logits, save_selector
@@ -35,11 +35,14 @@ def key(config: CellConfig, data_hash: str, base_hash: str) -> dict:
 def worker(spec: dict, dist, checkpointer, log) -> dict:
     config = config_of(spec)
     model, tokenizer = load_model(Path(spec["base_dir"]) / MODEL_DIR, config.model, dist.device)
+    aux_model = None
     if config.model.lora.enabled:
-        # theta is a LoRA adapter on the frozen base; Algorithm 1's theta_hat is a copy of that model
-        # (base included: a second adapter on the same base would save the base's memory, not done yet).
+        # theta is a LoRA adapter on the frozen base; Algorithm 1's theta_hat a second adapter on the same base.
         model = add_lora(model, config.model.lora)
-    aux_model = copy.deepcopy(model) if config.selector.algorithm == 1 else None
+        if config.selector.algorithm == 1:
+            aux_model = add_aux_adapter(model)
+    elif config.selector.algorithm == 1:
+        aux_model = copy.deepcopy(model)  # full fine-tuning: theta_hat is a second full copy
     world = load_world(spec["data_dir"])
     ft_rows, pool = world["ft"], world["safe_pool"]
     safe_rows = pool[: safe_set_size(config, len(pool), len(ft_rows))]
