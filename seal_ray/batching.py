@@ -26,7 +26,13 @@ class Encoded:
         return len(self.prompt_ids) + len(self.response_ids)
 
 
+CHAT = "chat"  # data.template value: the tokenizer's own chat template instead of a format string
+
+
 def encode_prompt(tokenizer, prompt: str, template: str) -> list[int]:
+    if template == CHAT:
+        # The chat template writes its own special tokens (bos, role headers) and the assistant's header.
+        return tokenizer.chat_prompt_ids(prompt)
     prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     return prefix + tokenizer.encode(template.format(prompt))
 

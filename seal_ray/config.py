@@ -104,7 +104,7 @@ class DataConfig:
         "ft_size", "what safe_fraction is a fraction of", choices=["ft_size", "safe_pool"]
     )
     max_len: int = _f(128, "longest tokenised sample; longer rows are dropped (ids stay stable)", ge=8)
-    template: str = _f("Human: {}\nAssistant: ", "prompt template; must contain one {}")
+    template: str = _f("Human: {}\nAssistant: ", "prompt template with one {}; or 'chat': the tokenizer's chat template (pretrained models)")
     # source 'recipes': D_ft, the safe pool and the test sets (SEAL.md, "Data" and "Evaluation").
     ft: RecipeSource = _slot()
     safe: RecipeSource = _slot()
@@ -350,8 +350,9 @@ def _check_cross_fields(obj: Any, prefix: str, source: str | None) -> None:
             raise ConfigError(f"expected two numbers in [0, 1), got {betas!r}", source=source, field=at("betas"))
     if isinstance(obj, WorldConfig) and obj.unsafe_fraction + obj.low_quality_fraction > 1:
         raise ConfigError("unsafe_fraction + low_quality_fraction must be <= 1", source=source, field=at("unsafe_fraction"))
-    if isinstance(obj, DataConfig) and obj.template.count("{}") != 1:
-        raise ConfigError("the template must contain exactly one '{}'", source=source, field=at("template"))
+    if isinstance(obj, DataConfig) and obj.template != "chat" and obj.template.count("{}") != 1:
+        raise ConfigError("the template must contain exactly one '{}', or be 'chat' (the tokenizer's chat template)",
+                          source=source, field=at("template"))
     if isinstance(obj, DataConfig):
         for slot in DATA_SLOTS:
             _check_recipe_source(getattr(obj, slot), slot, at(slot), source)
@@ -385,6 +386,9 @@ def _check_cross_fields(obj: Any, prefix: str, source: str | None) -> None:
                     f"world.safe_pool ({obj.world.safe_pool}); raise world.safe_pool or lower the fraction",
                     source=source, field="data.safe_fraction",
                 )
+        if obj.model.name_or_path == "mini" and obj.data.template == "chat":
+            raise ConfigError("the mini model's character tokenizer has no chat template; 'chat' needs a pretrained "
+                              "model (model.name_or_path)", source=source, field="data.template")
         if obj.model.name_or_path == "mini" and obj.data.max_len + obj.generation.max_new_tokens > 256:
             raise ConfigError("the mini model has 256 positions: data.max_len + generation.max_new_tokens must be <= 256",
                               source=source, field="data.max_len")

@@ -208,7 +208,9 @@ class RewardModelJudge(Judge):
     def compare(self, rows, answers_a, answers_b):
         if not (len(rows) == len(answers_a) == len(answers_b)):
             raise ValueError("rows and answers differ in length")
-        prompts = [self.template.format(row["prompt"]) for row in rows]
+        # With data.template 'chat' the reward model reads the plain Human/Assistant form.
+        template = DEFAULT_TEMPLATE if self.template == "chat" else self.template
+        prompts = [template.format(row["prompt"]) for row in rows]
         texts_a = [p + a for p, a in zip(prompts, answers_a)]
         texts_b = [p + b for p, b in zip(prompts, answers_b)]
         rewards = self.rewards([*texts_a, *texts_b])

@@ -48,6 +48,16 @@ class HFTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.inner.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def chat_prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt as one user turn of the tokenizer's chat template, ending with the assistant's header."""
+        if not getattr(self.inner, "chat_template", None):
+            from seal_ray.errors import UserError
+
+            raise UserError(f"data.template 'chat': the tokenizer of {self.inner.name_or_path} has no chat template; "
+                            "use a format string such as 'Human: {}\nAssistant: '")
+        text = self.inner.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return self.inner(text, add_special_tokens=False)["input_ids"]
+
     def save_pretrained(self, directory: str | Path) -> None:
         self.inner.save_pretrained(str(directory))
 

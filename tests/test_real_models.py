@@ -143,3 +143,32 @@ def test_algorithm_1_with_lora_trains_theta_hat_as_a_second_adapter_on_the_same_
     theta_b = [n for n in after if ".default." in n and "lora_B" in n]
     assert any(not torch.equal(after[n], after[n.replace(".default.", f".{AUX_ADAPTER}.")]) for n in theta_b)
     assert not torch.equal(logits, init_logits(8, "softmax"))  # omega moved on l(theta) - l(theta_hat)
+
+
+def test_the_chat_template_encodes_prompts_and_generation_uses_it(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from seal_ray.batching import encode_prompt, encode_rows
+    from seal_ray.generation import generate_batch
+    from seal_ray.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama)
+    ids = encode_prompt(tokenizer, "hi there", "chat")
+    assert tokenizer.decode(ids, skip_special_tokens=False) == "<|user|>hi there</s><|assistant|>"
+    plain = encode_prompt(tokenizer, "hi there", "Human: {}\nAssistant: ")
+    assert tokenizer.decode(plain, skip_special_tokens=False) == "<s>Human: hi there\nAssistant: "
+    encoded = encode_rows([{"id": 3, "prompt": "hi there", "response": "hello"}], tokenizer, "chat", 64)
+    assert list(encoded[3].prompt_ids) == ids
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).eval()
+    config = load_cell_config(None, ["generation.max_new_tokens=5", f"model.name_or_path={tiny_llama}", "data.template=chat"]).generation
+    prompts = ["hi there", "a much longer prompt than the first one"]
+    together = generate_batch(model, tokenizer, prompts, "chat", config, torch.device("cpu"))
+    alone = [generate_batch(model, tokenizer, [p], "chat", config, torch.device("cpu"))[0] for p in prompts]
+    assert together == alone  # left padding: a prompt's greedy answer does not depend on its batch
+
+    # The mini model's character tokenizer has no chat template: a config error before anything runs.
+    from seal_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.template.*no chat template"):
+        load_cell_config(None, ["data.template=chat"])
