@@ -6,7 +6,10 @@ import pytest
 from seal_ray.config import load_cell_config
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_SELECTOR = REPO.parent / "shared" / "data" / "official_selector_llama3.pt"
+# The official SEAL selector (real data, ../shared/data/), copied into the repo so a clean clone anywhere
+# tests against it; its sha256 is pinned so the copy cannot drift from the original.
+OFFICIAL_SELECTOR = REPO / "tests" / "data" / "official_selector_llama3.pt"
+OFFICIAL_SELECTOR_SHA256 = "d8e3ea9734d65709e5fd66def56f4841ea3a5b0831caa8cdfed3439c44a9221e"
 
 # A world and model small enough that a whole cell runs in seconds on one core.
 TINY = [
@@ -31,7 +34,10 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def official_selector_path() -> Path:
+    import hashlib
+
     assert OFFICIAL_SELECTOR.is_file(), f"the official selector file is missing: {OFFICIAL_SELECTOR}"
+    assert hashlib.sha256(OFFICIAL_SELECTOR.read_bytes()).hexdigest() == OFFICIAL_SELECTOR_SHA256
     return OFFICIAL_SELECTOR
 
 
