@@ -1,19 +1,20 @@
 """Issue 7 target: batched generation (left padding) is at least 5x faster than one prompt at a time.
 
-The same model answers the same 64 prompts of the mini world's test sets twice, side by side in
-this run: through `generate_batch` with all prompts in one left-padded batch, and
-through the same function one prompt at a time. Every answer is exactly `max_new_tokens` long on
-both sides (the stop token is mapped to an id the model cannot produce), so both do equal work;
-greedy decoding, one torch thread. Reported: the ratio of wall times, best of 2 alternating repeats.
+The model the pipeline generates with (the mini world's default Llama, hidden 64, 2 layers) answers the same 64 prompts of the mini world's test sets twice, side by side
+in this run: through `generate_batch` with all prompts in one left-padded batch, and through the
+same function one prompt at a time. Both sides decode greedily with min_new_tokens = max_new_tokens,
+so every answer is exactly max_new_tokens long and both do equal work. Reported: the ratio of wall
+times, best of 2 alternating repeats.
 
-The target is measured on the model the pipeline generates with (the default mini model: hidden 64,
-2 layers). The same comparison on a larger Llama (hidden 256, 4 layers) is printed beside it: on one
-CPU thread its forward pass is compute-bound, so batching saves less there; on a GPU, where a batch
-of 64 costs about what one prompt does, the gain is larger.
+Both sides get the same torch threads (`--threads`, default 1: the pipeline's resources.torch_threads).
+For reference the same comparison runs first on a larger Llama (hidden 256, 4 layers) at 1 and 2
+threads: on one CPU thread its batch of 64 is compute-bound and batching gains only about 4x; it gains
+more the more parallel the hardware (on a GPU a batch of 64 costs about what one prompt does).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -25,17 +26,9 @@ from seal_ray.tokenizer import CharTokenizer
 from seal_ray.world import make_world
 
 PROMPTS = 64
-MAX_NEW_TOKENS = 32
 REPEATS = 2
 TEMPLATE = "Human: {}\nAssistant: "
-
-
-class _NoStopTokenizer(CharTokenizer):
-    """The mini tokenizer with an end-of-sequence id outside the vocabulary: answers never stop early."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.eos_token_id = self.vocab_size + 1
+TARGET = 5.0
 
 
 def _timed(fn) -> tuple[float, list[str]]:
@@ -44,19 +37,20 @@ def _timed(fn) -> tuple[float, list[str]]:
     return time.perf_counter() - start, answers
 
 
-def measure(hidden: int, layers: int) -> float:
-    tokenizer = _NoStopTokenizer()
-    model = build_mini_model(ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=4), CharTokenizer(), seed=0).eval()
-    world = make_world(WorldConfig(n_test_hh=32, n_test_orca=32, hexphi_per_category=1), seed=0)
+def measure(hidden: int, layers: int, new_tokens: int, threads: int) -> float:
+    torch.set_num_threads(threads)
+    tokenizer = CharTokenizer()
+    model = build_mini_model(ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=4), tokenizer, seed=0).eval()
+    world = make_world(WorldConfig(n_test_hh=PROMPTS // 2, n_test_orca=PROMPTS // 2, hexphi_per_category=1), seed=0)
     prompts = [row["prompt"] for row in world["hh"] + world["orca"]][:PROMPTS]
-    config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, batch_size=PROMPTS)
+    config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, batch_size=PROMPTS)
     device = torch.device("cpu")
 
     def batched() -> list[str]:
-        return generate_batch(model, tokenizer, prompts, TEMPLATE, config, device)
+        return generate_batch(model, tokenizer, prompts, TEMPLATE, config, device, min_new_tokens=new_tokens)
 
     def one_at_a_time() -> list[str]:
-        return [generate_batch(model, tokenizer, [p], TEMPLATE, config, device)[0] for p in prompts]
+        return [generate_batch(model, tokenizer, [p], TEMPLATE, config, device, min_new_tokens=new_tokens)[0] for p in prompts]
 
     batch_times, single_times = [], []
     for _ in range(REPEATS):
@@ -66,21 +60,27 @@ def measure(hidden: int, layers: int) -> float:
         single_times.append(seconds)
     same = sum(a == b for a, b in zip(batch_answers, single_answers))
     speedup = min(single_times) / min(batch_times)
-    print(f"model hidden {hidden}, {layers} layers: {len(prompts)} prompts x {MAX_NEW_TOKENS} new tokens, greedy, 1 thread")
-    print(f"batched (1 batch of {len(prompts)}, left-padded): {min(batch_times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in batch_times)})")
-    print(f"one prompt at a time: {min(single_times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in single_times)})")
-    print(f"every answer ran {MAX_NEW_TOKENS} decoding steps (stop token unreachable); "
-          f"identical answers batched vs alone: {same}/{len(prompts)}")
-    print(f"speedup {speedup:.2f}x\n")
+    print(f"tiny Llama hidden {hidden}, {layers} layers, {threads} torch thread(s): "
+          f"{len(prompts)} prompts x {new_tokens} new tokens (min_new_tokens = max_new_tokens), greedy")
+    print(f"  batched (1 left-padded batch of {len(prompts)}): {min(batch_times):.2f} s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in batch_times)})")
+    print(f"  one prompt at a time: {min(single_times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in single_times)})")
+    print(f"  identical answers batched vs alone: {same}/{len(prompts)}; speedup {speedup:.2f}x\n")
     return speedup
 
 
 def main() -> int:
-    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = ModelConfig()
-    speedup = measure(defaults.hidden_size, defaults.num_layers)
-    measure(256, 4)
-    print(f"RESULT generation_batched_speedup={speedup:.2f} target>=5 {'met' if speedup >= 5 else 'NOT met'}")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden_size, help="hidden size (default: the mini model's)")
+    parser.add_argument("--layers", type=int, default=defaults.num_layers, help="transformer layers")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per answer")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of both sides")
+    args = parser.parse_args()
+    for threads in (1, 2):  # for reference: a larger model, where one CPU thread is compute-bound
+        measure(256, 4, args.new_tokens, threads)
+    speedup = measure(args.hidden, args.layers, args.new_tokens, args.threads)
+    print(f"RESULT generation_batched_speedup={speedup:.2f} target>={TARGET:g} {'met' if speedup >= TARGET else 'NOT met'}")
     return 0
 
 

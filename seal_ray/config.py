@@ -348,6 +348,10 @@ def _check_cross_fields(obj: Any, prefix: str, source: str | None) -> None:
         betas = obj.betas
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise ConfigError(f"expected two numbers in [0, 1), got {betas!r}", source=source, field=at("betas"))
+    if isinstance(obj, LoraConfig) and (not obj.target_modules or not all(
+            isinstance(name, str) and name for name in obj.target_modules)):
+        raise ConfigError(f"expected a non-empty list of module names (e.g. [q_proj, v_proj]), got {obj.target_modules!r}",
+                          source=source, field=at("target_modules"))
     if isinstance(obj, WorldConfig) and obj.unsafe_fraction + obj.low_quality_fraction > 1:
         raise ConfigError("unsafe_fraction + low_quality_fraction must be <= 1", source=source, field=at("unsafe_fraction"))
     if isinstance(obj, DataConfig) and obj.template != "chat" and obj.template.count("{}") != 1:

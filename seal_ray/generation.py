@@ -19,25 +19,52 @@ def _left_padded(prompt_ids: list[list[int]], pad_id: int, device) -> tuple[torc
     return input_ids.to(device), attention.to(device)
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends an answer: the tokenizer's eos and those of the model's generation config.
+
+    Llama-3-Instruct ends a turn with <|eot_id|>, listed in its generation_config.json beside
+    <|end_of_text|>; passing only the tokenizer's eos to `generate` would override that list and
+    let every answer run to max_new_tokens.
+    """
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for token in configured if isinstance(configured, (list, tuple)) else [configured]:
+        if token is not None and token not in stops:
+            stops.append(int(token))
+    return stops
+
+
+def sampling_arguments(config: GenerationConfig) -> dict:
+    """`generate` keyword arguments of the decoding settings (SEAL.md evaluation: top_p 0.9, temperature 1.0,
+    repetition penalty 1.2 with sampling); greedy decoding passes no sampling knobs."""
+    sampling = dict(do_sample=True, top_p=config.top_p, temperature=config.temperature) if config.do_sample else dict(do_sample=False)
+    return dict(max_new_tokens=config.max_new_tokens, repetition_penalty=config.repetition_penalty, **sampling)
+
+
 @torch.no_grad()
-def generate_batch(model, tokenizer, prompts: list[str], template: str, config: GenerationConfig, device) -> list[str]:
+def generate_batch(
+    model, tokenizer, prompts: list[str], template: str, config: GenerationConfig, device, *, min_new_tokens: int = 0
+) -> list[str]:
+    """Answers to `prompts` in one left-padded batch (a decoder-only model continues from the last column).
+
+    `min_new_tokens` forbids the stop tokens before that many new tokens (benchmarks: equal work per answer).
+    """
     encoded = [encode_prompt(tokenizer, p, template) for p in prompts]
     input_ids, attention = _left_padded(encoded, tokenizer.pad_token_id, device)
-    sampling = dict(do_sample=True, top_p=config.top_p, temperature=config.temperature) if config.do_sample else dict(do_sample=False)
+    stops = stop_token_ids(model, tokenizer)
+    extra = dict(min_new_tokens=min_new_tokens) if min_new_tokens else {}
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention,
-        max_new_tokens=config.max_new_tokens,
-        repetition_penalty=config.repetition_penalty,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **sampling,
+        eos_token_id=stops[0] if len(stops) == 1 else (stops or None),
+        **sampling_arguments(config),
+        **extra,
     )
     answers = []
     for row in output[:, input_ids.shape[1] :].tolist():
-        if tokenizer.eos_token_id in row:
-            row = row[: row.index(tokenizer.eos_token_id)]
-        answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        ends = [row.index(token) for token in stops if token in row]
+        answers.append(tokenizer.decode(row[: min(ends)] if ends else row, skip_special_tokens=True).strip())
     return answers
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from seal_ray.config import LoraConfig
@@ -67,15 +70,26 @@ class AdapterView(torch.nn.Module):
         self.peft_model.train(mode)
         return self
 
-    def forward(self, **inputs):
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """This adapter active in the shared model, the previous one restored on exit.
+
+        The backward of theta_hat's loss must run inside this too: gradient checkpointing recomputes
+        the forward during backward, and a recompute with theta's adapter active would compute (and
+        send) theta_hat's gradients through theta's weights.
+        """
         previous = self.peft_model.active_adapter
         self.peft_model.set_adapter(self.adapter)
         _keep_trainable(self.peft_model)
         try:
-            return self.peft_model(**inputs)
+            yield
         finally:
             self.peft_model.set_adapter(previous)
             _keep_trainable(self.peft_model)
+
+    def forward(self, **inputs):
+        with self.active():
+            return self.peft_model(**inputs)
 
 
 def _keep_trainable(peft_model: torch.nn.Module) -> None:
@@ -98,3 +112,23 @@ def add_aux_adapter(peft_model: torch.nn.Module) -> AdapterView:
             p.copy_(own[name.replace(f".{AUX_ADAPTER}.", f".{active}.")])
     peft_model.set_adapter(active)
     return view
+
+
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a training checkpoint must hold of `model`: everything, or under LoRA only the trainable
+    tensors (the adapters) -- an epoch checkpoint of an 8B model must not rewrite 16 GB of frozen base."""
+    state = model.state_dict()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if all(p.requires_grad for p in model.parameters()):
+        return state
+    return {name: tensor for name, tensor in state.items() if name in trainable or ".lora_" in name}
+
+
+def load_trained_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of `trained_state`: a partial state may leave out frozen weights only."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    lost = [name for name in missing if name in trainable]
+    if lost or unexpected:
+        raise ValueError(f"the checkpoint does not fit the model: trainable weights missing {lost[:3]}, "
+                         f"unexpected {list(unexpected)[:3]}")

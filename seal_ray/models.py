@@ -124,10 +124,17 @@ def load_model(path: str | Path, config: ModelConfig, device: torch.device | str
             model = model.merge_and_unload()
     model = model.to(device)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()  # checkpointing with a frozen embedding (LoRA) needs grads on inputs
+        enable_gradient_checkpointing(model)
     return model, load_tokenizer(path)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in backward instead of storing them (model.gradient_checkpointing)."""
+    # transformers 5 renamed the method; the old name still works there, with a warning.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # checkpointing with a frozen embedding (LoRA) needs grads on inputs
 
 
 def save_model(model: torch.nn.Module, tokenizer: Any, directory: str | Path, *, base: str | None = None) -> None:

@@ -7,6 +7,7 @@ code that runs in each Ray Train worker. Each loop checkpoints after every epoch
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,6 +20,7 @@ from seal_ray.checkpoints import Checkpointer
 from seal_ray.distributed import LocalDist, all_reduce_gradients
 from seal_ray.errors import StageFailed
 from seal_ray.faults import maybe_inject_fault
+from seal_ray.lora import load_trained_state, trained_state
 from seal_ray.losses import per_sample_loss
 from seal_ray.schedules import PenaltySchedule
 from seal_ray.selector import selector_weights
@@ -79,7 +81,7 @@ def train_sft(
     resumed = checkpointer.latest()
     if resumed is not None:
         start_epoch, state = resumed
-        model.load_state_dict(state["model"])
+        load_trained_state(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         stats.resumed_from_epoch = start_epoch
@@ -107,7 +109,7 @@ def train_sft(
         mean_loss = _global_mean(total, count, dist)
         stats.epoch_losses.append(mean_loss)
         log(f"[{stage}] epoch {epoch + 1}/{epochs} loss {mean_loss:.4f}")
-        checkpointer.save(epoch + 1, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
+        checkpointer.save(epoch + 1, {"model": trained_state(model), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
     return stats
 
 
@@ -170,7 +172,7 @@ def train_selector(
     resumed = checkpointer.latest()
     if resumed is not None:
         start_epoch, state = resumed
-        model.load_state_dict(state["model"])
+        load_trained_state(model, state["model"])
         theta_opt.load_state_dict(state["theta_opt"])
         with torch.no_grad():
             omega.copy_(state["omega"])
@@ -213,9 +215,8 @@ def train_selector(
                     upper_weight=upper_weight, ft_denom=len(ft_batch), safe_denom=max(len(safe_batch), 1),
                     aux_losses=aux_losses,
                 )
-                total_objective = objectives.total()
-                _check_finite(total_objective, "[selector] the loss", epoch, step)
-                total_objective.backward()
+                _check_finite(objectives.total(), "[selector] the loss", epoch, step)
+                _backward(objectives, aux_model)
                 total += float(ft_losses.detach().sum())
                 count += len(ft_ids_m)
                 stats.samples += len(ft_ids_m) + len(safe_ids_m)
@@ -233,7 +234,7 @@ def train_selector(
             f"ft loss {mean_loss:.4f} logits mean {float(omega.detach().mean()):.4f} std {float(omega.detach().std()):.4f}"
         )
         state = {
-            "model": model.state_dict(), "theta_opt": theta_opt.state_dict(),
+            "model": trained_state(model), "theta_opt": theta_opt.state_dict(),
             "omega": omega.detach().clone(), "omega_opt": omega_opt.state_dict(),
             "safe_position": safe_batches.position, "rng": torch.get_rng_state(),
         }
@@ -241,6 +242,19 @@ def train_selector(
             state.update(aux_model=aux_model.state_dict(), aux_opt=aux_opt.state_dict())
         checkpointer.save(epoch + 1, state)
     return omega.detach().cpu(), stats
+
+
+def _backward(objectives, aux_model) -> None:
+    """Gradients of every objective; theta_hat's runs with its adapter active (lora.AdapterView.active).
+
+    The objectives touch disjoint parameters (algorithms.py), so two backwards give the gradients of
+    one backward of their sum, bit for bit."""
+    if objectives.aux is None:
+        objectives.total().backward()
+        return
+    with getattr(aux_model, "active", contextlib.nullcontext)():
+        objectives.aux.backward()
+    (objectives.theta + objectives.selector).backward()
 
 
 def _losses_of(model, encoded, ids, pad_id, dist) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Stage `selector`: train SEAL's selector omega from the base model (Algorithm 1 or 2, SEAL.md).
 
 theta starts from the base model; Algorithm 1 adds theta_hat, a second trainable copy with its own
-optimiser. The upper-level set is the first `safe_set_size` rows of the safe pool.
+optimiser (with LoRA: theta is an adapter on the frozen base, theta_hat a second adapter on the same base). The upper-level set is the first `safe_set_size` rows of the safe pool.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ SELECTOR_FILE = "selector.pt"
 
 
 def key(config: CellConfig, data_hash: str, base_hash: str) -> dict:
-    return {
+    key = {
         "data": data_hash, "base": base_hash, "seed": config.seed,
         "safe_fraction": config.data.safe_fraction, "safe_fraction_unit": config.data.safe_fraction_unit,
         "selector": dataclasses.asdict(config.selector), "penalty": dataclasses.asdict(config.penalty),
         "template": config.data.template, "max_len": config.data.max_len,
     }
+    if config.model.lora.enabled:  # only then: full fine-tuning cells keep the keys they were cached under
+        key["lora"] = dataclasses.asdict(config.model.lora)
+    return key
 
 
 def worker(spec: dict, dist, checkpointer, log) -> dict:
