@@ -94,16 +94,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(frame, storage_note: str = "") -> None:
+def _results_text(frame, storage_note: str = "") -> str:
+    """The status counts and, when analysis/ is importable, the paper's tables, as markdown text."""
     from seal_ray.results import status_counts
 
     counts = status_counts(frame)
-    _print("cells x seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + storage_note)
+    text = "cells x seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + storage_note
     try:
         from analysis.report import render_tables_markdown
     except ImportError:
-        return
-    _print(render_tables_markdown(frame))
+        return text
+    return text + "\n" + render_tables_markdown(frame)
+
+
+def _print_results(frame, storage_note: str = "") -> None:
+    _print(_results_text(frame, storage_note))
 
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
@@ -151,16 +156,25 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     frame = load(args.sweep, args.storage)
     if args.format == "table":
-        _print_results(frame, f" ({resolve(args.sweep, args.storage)})")
+        text = _results_text(frame, f" ({resolve(args.sweep, args.storage).uri})")
     elif args.format == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
+        text = frame.to_csv(index=False)
     elif args.format == "json":
-        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+        text = frame.to_json(orient="records", indent=1) + "\n"
+    elif not args.out:
+        raise UserError("--format parquet needs --out FILE (parquet is binary: it is never printed)")
     else:
-        if not args.out:
-            raise UserError("--format parquet needs --out FILE")
-        frame.to_parquet(args.out)
-        _print(f"{len(frame)} rows written to {args.out}")
+        text = None
+    if not args.out:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        frame.to_parquet(out)
+    else:
+        out.write_text(text)
+    _print(f"{len(frame)} rows written to {out} ({args.format})")
     return 0
 
 
@@ -229,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("sweep", help="sweep name (under --storage) or the sweep's folder")
     res.add_argument("--storage", default="runs")
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    res.add_argument("--out", help="output file (parquet)")
+    res.add_argument("--out", help="write to this file instead of printing (any format; parquet needs it)")
     res.set_defaults(handler=cmd_results)
 
     rep = commands.add_parser("report", help="write report.md, tables.tex, tables.csv and plots for a sweep")

@@ -24,6 +24,7 @@ from seal_ray.config import CellConfig, cell_from_dict, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.pipeline import CellPipeline
 from seal_ray.preflight import check_cell_inputs
+from seal_ray.provenance import launch_env
 from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
 from seal_ray.storage import Storage
 from seal_ray.store import StageStore
@@ -280,6 +281,7 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_
     started_ray = False
     if not ray.is_initialized():
         env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
+        env.update(launch_env())  # the commit reaches trials that run from a copy without .git
         ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
                  include_dashboard=False if address is None else None)
         started_ray = True
