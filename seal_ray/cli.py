@@ -195,6 +195,12 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from seal_ray.doctor import run_doctor
+
+    return run_doctor(args.address, args.storage, args.sweep, out=_print)
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -251,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--storage", default="runs")
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(handler=cmd_report)
+
+    doc = commands.add_parser("doctor", help="what a sweep here would meet: Ray, nodes, storage on every node, GPUs, disk")
+    doc.add_argument("sweep", nargs="?", help="also check this sweep file: its cells fit, its judge's API key is set")
+    doc.add_argument("--address", help="Ray address: auto, or HOST:PORT (default: start a local Ray)")
+    doc.add_argument("--storage", default="runs", help="storage root the sweep would use (default runs)")
+    doc.set_defaults(handler=cmd_doctor)
 
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")

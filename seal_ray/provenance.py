@@ -52,12 +52,17 @@ def launch_env() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def source_fingerprint() -> str:
-    """sha256 (16 hex digits) over the relative paths and bytes of the package's source files."""
+    """The fingerprint of the package this process runs."""
+    return fingerprint_of(PACKAGE_DIR)
+
+
+def fingerprint_of(package_dir: Path) -> str:
+    """sha256 (16 hex digits) over the relative paths and bytes of a package folder's source files."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in sorted(package_dir.rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from seal_ray.cluster_probe import StorageWatch, check_storage_token, needs_probe, refuse_unshared_storage, write_storage_token
 from seal_ray.config import CellConfig, cell_from_dict, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.pipeline import CellPipeline
@@ -75,10 +76,12 @@ def cell_footprint(config: CellConfig) -> dict[str, float]:
 # --- the trial ----------------------------------------------------------------------------------
 
 
-def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict]) -> None:
+def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict],
+                   storage_token: str | None = None) -> None:
     """The Tune function trainable: run one cell x seed, record it, report its metrics."""
     from ray import tune
 
+    check_storage_token(Storage(folder), storage_token)  # a node with another folder at this path writes nothing
     key = trial_config.get("entry")
     if key is None:  # an Optuna trial: sampled keys over the base cell
         entry = _optuna_entry(trial_config, table, Storage(folder))
@@ -231,6 +234,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = Non
     storage = Storage(storage).uri
     for cell in spec.cells:  # before anything is written
         check_cell_inputs(cell.config, f"{spec.source}: cell {cell.label}")
+    refuse_unshared_storage(storage, address, log)  # cluster_probe.py: every node must see this storage
     folder = sweep_folder(storage, spec.name)
     with sweep_lock(folder):
         folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
@@ -246,6 +250,7 @@ def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, 
     folder = sweep_folder(storage, name)
     if not folder.exists("manifest.json"):
         raise UserError(f"no sweep named '{name}' under {storage}/sweeps to resume")
+    refuse_unshared_storage(storage, address, log)
     with sweep_lock(folder):
         spec = parse_sweep(yaml.safe_load(folder.read_text("sweep.yaml")), f"{folder.uri}/sweep.yaml", name=name)
         spec.search = None  # a resumed Optuna sweep finishes its recorded trials; it does not sample new ones
@@ -296,16 +301,24 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_
             concurrency = max(1, min(max_concurrent or placeable, placeable, len(pending)))
             tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
             count = len(pending)
-        trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table)
+        # Nodes joining while the sweep runs are probed too; one that does not share the storage stops it.
+        watch = StorageWatch(storage, log) if needs_probe(storage, address) else None
+        token = write_storage_token(folder) if watch else None
+        trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table,
+                                         storage_token=token)
         trainable = tune.with_resources(trainable, trial_resources(example))
         log(f"running {count} trials, at most {concurrency} at a time (the cluster can place {placeable})")
         # Tune's own experiment state stays on the driver's disk: the sweep's folder is the source of truth.
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str(folder.local_path("tune")),
-                                      callbacks=[SweepProgress(count, concurrency, log)], verbose=0),
+                                      callbacks=[SweepProgress(count, concurrency, log)], verbose=0,
+                                      stop=watch.stopper() if watch else None),
         )
-        tuner.fit()
+        with watch or contextlib.nullcontext():
+            tuner.fit()
+        if watch:
+            watch.raise_if_failed()
     finally:
         if started_ray:
             ray.shutdown()
