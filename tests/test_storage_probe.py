@@ -118,11 +118,6 @@ def test_doctor_reports_both_nodes_and_the_storage_probe(split_cluster):
     assert any(line.startswith("ok") and "read and written from each of the 2 node(s)" in line for line in lines)
     assert any(line.split()[:2] == ["ok", "ray"] and "Ray 2.60" in line for line in lines)
 
-    split_done = _seal_ray(env, "doctor", "--address", address, "--storage", str(split))
-    assert split_done.returncode == 2, split_done.stdout[-3000:]
-    errors = [line for line in split_done.stdout.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and "cannot read the token the driver wrote" in errors[0]
-    assert "s3://" in split_done.stdout and "a sweep could not run here" in split_done.stdout
 
 
 def test_doctor_exits_2_with_a_clear_line_when_the_storage_is_not_writable(split_cluster):
