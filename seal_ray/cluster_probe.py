@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from seal_ray.errors import UserError
-from seal_ray.storage import Storage
+from seal_ray.storage import Storage, is_uri
 
 PROBE_DIR = ".seal-ray-probe"
 DRIVER_TOKEN = "driver.token"
@@ -126,9 +126,9 @@ def probe_storage(storage: str, nodes: list[dict] | None = None, timeout_s: floa
     removed before returning, on the driver's side and on any node whose reply the driver could not see.
     """
     nodes = alive_nodes() if nodes is None else nodes
-    root = Storage(storage)
-    if not root.is_local:
+    if is_uri(storage):
         return [NodeAnswer(n["NodeID"], n.get("NodeManagerAddress", "?"), n.get("NodeManagerHostname", "")) for n in nodes]
+    root = Storage(storage)
     run_dir = root.local_root / PROBE_DIR / uuid.uuid4().hex
     token = uuid.uuid4().hex
     try:
@@ -176,7 +176,7 @@ def storage_problem(storage: str, failed: list[NodeAnswer]) -> str:
 
 def needs_probe(storage: str, address: str | None) -> bool:
     """A local or NFS storage on a cluster given by --address (a local Ray is one machine: nothing to probe)."""
-    return address is not None and Storage(storage).is_local
+    return address is not None and not is_uri(storage)
 
 
 def refuse_unshared_storage(storage: str, address: str | None, log: Callable[[str], None]) -> None:

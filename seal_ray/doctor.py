@@ -17,7 +17,7 @@ from typing import Callable
 
 from seal_ray.cluster_probe import FIX, alive_nodes, probe_storage, run_on_each_node
 from seal_ray.errors import UserError
-from seal_ray.storage import Storage, cache_root
+from seal_ray.storage import Storage, cache_root, is_uri
 
 LOW_DISK_GIB = 20.0  # a real model's stages and checkpoints need tens of GiB
 MIN_DISK_GIB = 200 / 1024  # Storage.check_writable's floor
@@ -41,7 +41,7 @@ def node_facts(storage: str, env_names: tuple[str, ...]) -> dict:
     import torch.distributed as dist
 
     cuda = torch.cuda.is_available()
-    disk = Path(storage) if Storage(storage).is_local else cache_root()
+    disk = cache_root() if is_uri(storage) else Path(storage).expanduser()
     while not disk.exists() and disk != disk.parent:  # the storage may not exist yet on that node
         disk = disk.parent
     return {
@@ -120,8 +120,8 @@ def _node_findings(nodes: list[dict], facts: dict[str, object], use_gpu: bool) -
 
 
 def _storage_findings(storage: str, nodes: list[dict]) -> list[Finding]:
-    root = Storage(storage)
     try:
+        root = Storage(storage)
         root.check_writable()
     except UserError as err:
         return [Finding("error", "storage", str(err), "choose a folder this user can write (or fix its mount), "
@@ -194,7 +194,7 @@ def diagnose(address: str | None, storage: str, sweep_file: str | None) -> list[
 
 def run_doctor(address: str | None, storage: str, sweep_file: str | None, out: Callable[[str], None] = print) -> int:
     """Print the screen; 2 when a sweep could not run, else 0."""
-    out(f"seal-ray doctor: Ray {address or '(local)'}, storage {Storage(storage).uri}"
+    out(f"seal-ray doctor: Ray {address or '(local)'}, storage {storage}"
         + (f", sweep {sweep_file}" if sweep_file else ""))
     findings = diagnose(address, storage, sweep_file)
     for finding in findings:

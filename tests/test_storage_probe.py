@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 from ray_cluster import two_node_cluster
 
+from seal_ray.cluster_probe import check_storage_token, needs_probe, write_storage_token
+from seal_ray.errors import UserError
+from seal_ray.storage import Storage
+
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.ray
 
 # Run on the cluster by a client process: which node is which, the probe on both folders, a node
 # "joining" while a sweep runs, and what each node sees in the uncovered-by-the-driver folder.
@@ -83,6 +86,7 @@ def _seal_ray(env, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Compl
                           timeout=300, env=env, cwd=REPO)
 
 
+@pytest.mark.ray
 def test_a_sweep_on_storage_a_node_does_not_share_exits_2_naming_it_and_writes_nothing(split_cluster):
     address, env, shared, split = split_cluster
     done = _seal_ray(env, "sweep", "run", str(REPO / "sweeps" / "smoke.yaml"), "--address", address, "--storage", str(split))
@@ -108,6 +112,7 @@ def test_a_sweep_on_storage_a_node_does_not_share_exits_2_naming_it_and_writes_n
     assert other[:12] in report["stop_message"] and "sweep resume" in report["stop_message"]
 
 
+@pytest.mark.ray
 def test_doctor_reports_both_nodes_and_the_storage_probe(split_cluster):
     address, env, shared, split = split_cluster
     done = _seal_ray(env, "doctor", "--address", address, "--storage", str(shared))
@@ -120,6 +125,7 @@ def test_doctor_reports_both_nodes_and_the_storage_probe(split_cluster):
 
 
 
+@pytest.mark.ray
 def test_doctor_exits_2_with_a_clear_line_when_the_storage_is_not_writable(split_cluster):
     address, env, shared, split = split_cluster
     readonly = shared.parent / "readonly"
@@ -131,3 +137,20 @@ def test_doctor_exits_2_with_a_clear_line_when_the_storage_is_not_writable(split
     errors = [line for line in done.stdout.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "not writable" in errors[0] and "Read-only file system" in errors[0], done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_only_a_local_or_nfs_storage_on_a_cluster_is_probed():
+    assert needs_probe("/mnt/seal", "auto") and needs_probe("runs", "10.0.0.1:6379")
+    assert not needs_probe("runs", None)  # a local Ray: one machine
+    assert not needs_probe("s3://bucket/prefix", "auto") and not needs_probe("gs://bucket", "auto")
+
+
+def test_a_trial_refuses_to_run_where_the_sweeps_storage_token_is_not_seen(tmp_path):
+    sweep = Storage(tmp_path / "shared" / "sweeps" / "s")
+    token = write_storage_token(sweep)
+    check_storage_token(sweep, token)  # the node that sees the sweep's folder runs
+    check_storage_token(Storage(tmp_path / "elsewhere"), None)  # no token: a local Ray, nothing to check
+    node_local = Storage(tmp_path / "node-local" / "sweeps" / "s")  # same path on a node whose mount failed
+    with pytest.raises(UserError, match="does not see the sweep's folder"):
+        check_storage_token(node_local, token)
+    assert not (tmp_path / "node-local").exists()  # refused before writing anything
