@@ -33,7 +33,9 @@ from seal_ray.storage import Storage, is_uri
 PROBE_DIR = ".seal-ray-probe"
 DRIVER_TOKEN = "driver.token"
 TOKEN_FILE = ".storage-token"  # in a sweep's folder: what every trial must read before it writes
-ANSWER_S = 60.0  # a node that has not answered by then is failed (a hung mount blocks reads forever)
+# A node that has not answered by then is failed (a read on a hung mount blocks forever). Generous: a
+# fresh node may first set up the job's runtime env (the uploaded --working-dir) before it starts a task.
+ANSWER_S = 300.0
 WATCH_EVERY_S = 5.0
 FIX = ("every node must see the same folder at this path: mount the shared file system there on every node "
        "(cluster.yaml's initialization_commands), or pass an s3:// or gs:// URI as --storage")
@@ -83,7 +85,8 @@ def run_on_each_node(function: Callable[..., dict], nodes: list[dict], args_of: 
         ref = refs[node["NodeID"]]
         if ref not in ready:
             ray.cancel(ref, force=True)
-            answer.problem = f"no answer within {timeout_s:.0f} s (a hung mount, or the node cannot start a task)"
+            answer.problem = (f"no answer within {timeout_s:.0f} s (the node could not start a task: see `ray status`; "
+                              "or a read on the storage hangs, as on a hung mount)")
         else:
             try:
                 answer.value = ray.get(ref)
@@ -239,14 +242,15 @@ class StorageWatch:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.every_s + ANSWER_S)
+        self._thread.join(timeout=self.every_s)  # a probe still waiting on a node is of no use any more
 
     def _watch(self) -> None:
         while not self.failed:
             try:
                 self.check_new_nodes()
             except Exception as err:  # noqa: BLE001 - the watch must not kill the sweep; say why it paused
-                self.log(f"warning: storage watch: {type(err).__name__}: {err}")
+                if not self._stop.is_set():  # (after the sweep, Ray's shutdown interrupts a probe: no news)
+                    self.log(f"warning: storage watch: {type(err).__name__}: {err}")
             if self._stop.wait(self.every_s):
                 return
 

@@ -72,9 +72,16 @@ def two_node_cluster(second_node_prefix: tuple[str, ...] = (), second_node_resou
             raise RuntimeError(f"{' '.join(command[:3])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
     try:
-        start([RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                        *common, *own_ports()])
+        for attempt in (1, 2):  # a loaded machine can miss the GCS's start deadline once: start afresh
+            try:
+                start([RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                       "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                       *common, *own_ports()])
+                break
+            except (RuntimeError, subprocess.TimeoutExpired):
+                kill_cluster(temp_dir)
+                if attempt == 2:
+                    raise
         extra = [f"--resources={second_node_resources}"] if second_node_resources else []
         start([*second_node_prefix, RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
                "--num-cpus=1", *extra, *common, *own_ports()])
