@@ -234,7 +234,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = Non
     storage = Storage(storage).uri
     for cell in spec.cells:  # before anything is written
         check_cell_inputs(cell.config, f"{spec.source}: cell {cell.label}")
-    refuse_unshared_storage(storage, address, log)  # cluster_probe.py: every node must see this storage
+    _refuse_unshared_storage(storage, address, log)  # cluster_probe.py: every node must see this storage
     folder = sweep_folder(storage, spec.name)
     with sweep_lock(folder):
         folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
@@ -250,7 +250,7 @@ def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, 
     folder = sweep_folder(storage, name)
     if not folder.exists("manifest.json"):
         raise UserError(f"no sweep named '{name}' under {storage}/sweeps to resume")
-    refuse_unshared_storage(storage, address, log)
+    _refuse_unshared_storage(storage, address, log)
     with sweep_lock(folder):
         spec = parse_sweep(yaml.safe_load(folder.read_text("sweep.yaml")), f"{folder.uri}/sweep.yaml", name=name)
         spec.search = None  # a resumed Optuna sweep finishes its recorded trials; it does not sample new ones
@@ -266,6 +266,7 @@ def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, 
 def _execute(spec, storage: str, folder: Storage, table, pending, address, max_concurrent, log: Log) -> None:
     total = len(table)
     if spec.search is None and not pending:
+        _disconnect_ray()
         log(f"sweep '{spec.name}': all {total} cells x seeds are done; nothing to run, no training "
             f"(every stage is cached; results in {folder.uri})")
         return
@@ -283,13 +284,7 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_
     from seal_ray.progress import SweepProgress
 
     example = cell_from_dict(table[pending[0]]["config"]) if pending else spec.cells[0].config
-    started_ray = False
-    if not ray.is_initialized():
-        env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
-        env.update(launch_env())  # the commit reaches trials that run from a copy without .git
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
-                 include_dashboard=False if address is None else None)
-        started_ray = True
+    _connect_ray(address)
     try:
         footprint, resources = cell_footprint(example), ray.cluster_resources()
         placeable = _check_placeable(_placeable(resources, footprint), footprint, resources, address, log)
@@ -320,8 +315,46 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_
         if watch:
             watch.raise_if_failed()
     finally:
-        if started_ray:
-            ray.shutdown()
+        _disconnect_ray()
+
+
+_connected_here = False  # whether this module connected the process to Ray (then it disconnects it too)
+
+
+def _connect_ray(address: str | None) -> None:
+    """Connect to the cluster (or start a local Ray) with the sweep's runtime env, unless already connected."""
+    global _connected_here
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
+    env.update(launch_env())  # the commit reaches trials that run from a copy without .git
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
+             include_dashboard=False if address is None else None)
+    _connected_here = True
+
+
+def _disconnect_ray() -> None:
+    global _connected_here
+    if _connected_here:
+        import ray
+
+        ray.shutdown()
+        _connected_here = False
+
+
+def _refuse_unshared_storage(storage: str, address: str | None, log: Log) -> None:
+    """The storage probe, on the connection the sweep then keeps: a job's uploaded --working-dir (the
+    driver's own cwd) is deleted when its driver disconnects, so the driver connects once."""
+    if not needs_probe(storage, address):
+        return
+    _connect_ray(address)
+    try:
+        refuse_unshared_storage(storage, address, log)
+    except BaseException:
+        _disconnect_ray()
+        raise
 
 
 def _placeable(resources: dict[str, float], need: dict[str, float]) -> int:

@@ -1,5 +1,5 @@
-"""A sweep on a two-node Ray cluster simulated on this machine, submitted with `ray job submit --working-dir`
-from a copy of the project without .git (as a real submission uploads it)."""
+"""A sweep on a two-node Ray cluster simulated on this machine, submitted with `ray job submit` from a copy
+of the project without .git (what `--working-dir .` uploads)."""
 
 import json
 import shutil
@@ -33,13 +33,15 @@ def test_a_sweep_submitted_as_a_job_runs_cells_on_both_nodes(tmp_path, two_node_
         edited.write("# an edit made after the last commit\n")
     commit = checkout_commit()
     assert commit and not (copy / ".git").exists()
-    # README: the submitting side passes its commit on, since the uploaded copy has no .git.
-    entrypoint = (f"env SEAL_RAY_GIT_COMMIT={commit} {sys.executable} -m seal_ray.cli sweep run sweeps/smoke.yaml "
-                  f"--address auto --storage {storage} --seeds 2")
+    # README: the submitting side passes its commit on, since the copy has no .git. The job runs from the
+    # copy by `cd`, not --working-dir: two raylets on one machine share one runtime_resources folder, and
+    # the second node's cleanup deletes the uploaded folder under the driver (a simulation artefact).
+    entrypoint = (f"cd {copy} && env SEAL_RAY_GIT_COMMIT={commit} {sys.executable} -m seal_ray.cli sweep run "
+                  f"sweeps/smoke.yaml --address auto --storage {storage} --seeds 2")
     deadline = time.time() + 120
     while True:  # the job server needs a moment after `ray start`
-        submitted = subprocess.run([RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", f"--working-dir={copy}", "--",
-                                    *entrypoint.split()],
+        submitted = subprocess.run([RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--",
+                                    "sh", "-c", entrypoint],
                                    capture_output=True, text=True, timeout=420, env=env)
         not_ready = any(text in submitted.stderr + submitted.stdout for text in ("Connection", "No available agent"))
         if submitted.returncode == 0 or time.time() > deadline or not not_ready:
@@ -47,7 +49,7 @@ def test_a_sweep_submitted_as_a_job_runs_cells_on_both_nodes(tmp_path, two_node_
         time.sleep(3)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (storage / "sweeps" / "smoke" / "cells").glob("*.json")]
-    assert len(records) == 6 and {r["status"] for r in records} == {"done"}
+    assert len(records) == 6 and {r["status"] for r in records} == {"done"}, submitted.stdout[-3000:]
     nodes = {r["node_id"] for r in records}
     assert len(nodes) == 2, f"cells ran on {len(nodes)} node(s): {nodes}"
     assert "read and written from each of the 2 node(s)" in submitted.stdout  # the storage probe passed
