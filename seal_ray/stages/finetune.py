@@ -30,7 +30,8 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
     stats = train_sft(
         model, encoded, kept, stage="finetune", epochs=config.finetune.epochs, lr=config.finetune.lr,
         batch_size=config.finetune.batch_size, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, betas=tuple(config.finetune.betas),
+        max_grad_norm=config.finetune.max_grad_norm, lr_schedule=config.finetune.lr_schedule, log=log,
     )
     if dist.is_main:
         base = str(Path(referenced(base_dir)).resolve()) if Path(referenced(base_dir)).exists() else referenced(base_dir)

@@ -55,7 +55,8 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
         activation=config.selector.activation, algorithm=config.selector.algorithm, lr=config.selector.lr,
         betas=tuple(config.selector.betas), epochs=config.selector.epochs, model_lr=config.selector.model_lr,
         aux_lr=config.selector.aux_lr, batch_size=config.selector.batch_size,
-        schedule=PenaltySchedule.from_config(config.penalty),
+        schedule=PenaltySchedule.from_config(config.penalty), model_betas=tuple(config.selector.model_betas),
+        model_max_grad_norm=config.selector.model_max_grad_norm, max_grad_norm=config.selector.max_grad_norm,
     )
     logits, stats = train_selector(
         model, aux_model, init_logits(len(ft_rows), config.selector.activation, config.selector.init),
