@@ -144,16 +144,16 @@ def noise_table(points: list[dict[str, float]]) -> str:
     keys = sorted({k for p in points for k in p if "/" in k}, key=lambda k: (k.split("/")[0] != "base", k))
     for key in keys:
         method, metric = key.split("/", 1)
-        values = [p[key] for p in points if key in p and p[key] is not None and not _is_nan(p[key])]
+        values = [p[key] for p in points if _known(p.get(key))]
         if not values:
             continue
         paired = ""
-        if method not in ("base", "sft") and f"sft/{metric}" in points[0] and not metric.startswith("winrate"):
-            diffs = [p[key] - p[f"sft/{metric}"] for p in points if key in p and f"sft/{metric}" in p]
-            paired = f"{_sd(diffs):.3f}"
+        if method not in ("base", "sft") and not metric.startswith("winrate"):  # a win rate is already paired
+            diffs = [p[key] - p[f"sft/{metric}"] for p in points if _known(p.get(key)) and _known(p.get(f"sft/{metric}"))]
+            paired = f"{_sd(diffs):.3f}" if diffs else ""
         lines.append(f"| {method} | {metric} | {statistics.fmean(values):.3f} | {_sd(values):.3f} | {paired} |")
     return "\n".join(lines)
 
 
-def _is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+def _known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
