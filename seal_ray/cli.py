@@ -147,10 +147,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from seal_ray.results import load, resolve
+    from seal_ray.results import load, load_curves, resolve
 
-    frame = load(args.sweep, args.storage)
-    if args.format == "table":
+    frame = load_curves(args.sweep, args.storage) if args.curves else load(args.sweep, args.storage)
+    if args.format == "table" and args.curves:
+        _print(frame.to_string(index=False, max_rows=40))
+    elif args.format == "table":
         _print_results(frame, f" ({resolve(args.sweep, args.storage)})")
     elif args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
@@ -230,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--storage", default="runs")
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     res.add_argument("--out", help="output file (parquet)")
+    res.add_argument("--curves", action="store_true",
+                     help="the training curves instead: one row per (cell, seed, stage, step, metric, value)")
     res.set_defaults(handler=cmd_results)
 
     rep = commands.add_parser("report", help="write report.md, tables.tex, tables.csv and plots for a sweep")

@@ -22,6 +22,7 @@ import yaml
 
 from seal_ray.config import CellConfig, cell_from_dict, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
+from seal_ray.curves import copy_cell_curves
 from seal_ray.pipeline import CellPipeline
 from seal_ray.preflight import check_cell_inputs
 from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
@@ -117,6 +118,7 @@ def run_cell_entry(entry: dict, storage: str, folder: Storage) -> dict[str, Any]
     if failure:
         write_record(folder, cell_id, seed, status="failed", error=failure, finished=time.time(), seconds=time.time() - started)
         return {"cell/ok": 0, "cell/all_stages_cached": False}
+    copy_cell_curves(folder, cell_id, seed, {name: result.dir for name, result in outcome.stages.items()})
     cached = all(result.cached for result in outcome.stages.values())
     write_record(folder, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
                  seconds=time.time() - started, cached=cached, stages=outcome.stage_seconds())
