@@ -29,6 +29,7 @@ from seal_ray.results import load, read_manifest, read_record, sweep_folder, wri
 from seal_ray.storage import Storage
 from seal_ray.store import StageStore
 from seal_ray.sweep_spec import SweepSpec, load_sweep, parse_sweep
+from seal_ray.tracking import tracking
 
 Log = Callable[[str], None]
 LEASE_S = 120.0  # a cloud run lease not refreshed for this long belongs to a dead driver
@@ -227,8 +228,9 @@ def plan(spec: SweepSpec, folder: Storage) -> tuple[dict[str, dict], list[str]]:
 
 
 def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
-              log: Log = print):
-    """Run what is missing of `spec`; returns the results DataFrame."""
+              log: Log = print, tracking_uri: str | None = None):
+    """Run what is missing of `spec`; returns the results DataFrame. `tracking_uri` (else the sweep
+    file's tracking_uri) logs the sweep to MLflow as it runs (tracking.py)."""
     storage = Storage(storage).uri
     for cell in spec.cells:  # before anything is written
         check_cell_inputs(cell.config, f"{spec.source}: cell {cell.label}")
@@ -236,12 +238,13 @@ def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = Non
     with sweep_lock(folder):
         folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
         table, pending = plan(spec, folder)
-        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+        with tracking(tracking_uri or spec.tracking_uri, folder, log):
+            _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
     return load(folder.uri)
 
 
 def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
-                 log: Log = print):
+                 log: Log = print, tracking_uri: str | None = None):
     """Finish every cell x seed the sweep's manifest holds that is not done (after a crash, a kill -9, ...)."""
     storage = Storage(storage).uri
     folder = sweep_folder(storage, name)
@@ -255,7 +258,8 @@ def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, 
                                                       "config": manifest["cells"][e["cell_id"]]["config"]}
                  for e in manifest["entries"]}
         pending = [k for k, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
-        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+        with tracking(tracking_uri or spec.tracking_uri, folder, log):
+            _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
     return load(folder.uri)
 
 

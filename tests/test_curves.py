@@ -135,3 +135,30 @@ def test_results_curves_flag_writes_the_long_frame(tmp_path, smoke_cell, capsys)
     assert {"cell", "seed", "stage", "step", "metric", "value"} <= set(frame.columns) and len(frame) > 100
     assert main(["results", "one", "--storage", str(tmp_path), "--curves", "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].count(",") >= 5
+
+
+def test_the_report_draws_each_ablations_selector_curves_mean_over_seeds(tmp_path, smoke_cell):
+    from analysis.curves import mean_band
+    from analysis.report import write_report
+    from seal_ray.results import load
+
+    config, outcome = smoke_cell
+    folder = Storage(tmp_path / "sweeps" / "two")
+    _write_sweep(folder, [("aaa", 0, "done"), ("aaa", 1, "done")], to_dict(config))
+    stage_dirs = {name: result.dir for name, result in outcome.stages.items()}
+    copy_cell_curves(folder, "aaa", 0, stage_dirs)
+    # Seed 1: the same curve shifted by +1, so the mean is +0.5 and the band spans exactly 1.
+    shifted = [{k: (v + 1.0 if k == "selector_gap" else v) for k, v in p.items()}
+               for p in map(json.loads, folder.read_text(cell_curves_rel("aaa", 0)).splitlines())]
+    folder.write_text(cell_curves_rel("aaa", 1), "".join(json.dumps(p) + "\n" for p in shifted))
+    curves = load_curves(tmp_path / "sweeps" / "two")
+    gap = curves[(curves["metric"] == "selector_gap") & (curves["kind"] == "step")]
+    band = mean_band(gap, "step")
+    seed0 = gap[gap["seed"] == 0].set_index("step")["value"].sort_index()
+    assert (band["mean"] - seed0).to_numpy() == pytest.approx(0.5) and (band["max"] - band["min"]).to_numpy() == pytest.approx(1.0)
+
+    report = write_report(load(tmp_path / "sweeps" / "two"), tmp_path / "report", curves=curves)
+    text = report.read_text()
+    # The smoke cell is every ablation's reference (Algorithm 1 row of the algorithm study): one figure each.
+    for name in ("activation", "safe_fraction", "penalty", "algorithm"):
+        assert f"(curves_{name}.png)" in text and (tmp_path / "report" / f"curves_{name}.png").stat().st_size > 10_000
