@@ -109,9 +109,11 @@ def _print_results(frame, storage_note: str = "") -> None:
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     from seal_ray.sweep import run_sweep
     from seal_ray.sweep_spec import load_sweep
+    from seal_ray.tracking import check_available
 
     spec = load_sweep(args.file, name=args.name, seeds=args.seeds)
     _check_storage(args.storage)
+    check_available(args.tracking_uri or spec.tracking_uri)
     frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
                       tracking_uri=args.tracking_uri)
     _print_results(frame)
@@ -120,7 +122,9 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
     from seal_ray.sweep import resume_sweep
+    from seal_ray.tracking import check_available
 
+    check_available(args.tracking_uri)
     frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
                          tracking_uri=args.tracking_uri)
     _print_results(frame)

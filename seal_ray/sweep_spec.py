@@ -19,6 +19,7 @@
       samples: 8
       seed: 0
       space: {selector.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-2}}
+    tracking_uri: http://127.0.0.1:5000  # optional: MLflow (tracking.py); --tracking-uri overrides it
 
 Each cell is identified by the hash of its config without the seed, so the base cell of several
 ablations is one cell, run once.

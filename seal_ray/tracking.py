@@ -47,6 +47,16 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_R
 PROBE_TIMEOUT_S = 3.0
 
 
+def check_available(uri: str | None) -> None:
+    """Before anything runs: a tracking URI needs the optional mlflow package."""
+    if not uri:
+        return
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise UserError(f"tracking URI {uri}: MLflow tracking needs the mlflow package: pip install 'seal-ray[mlflow]'") from None
+
+
 def is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https")
 
@@ -76,10 +86,9 @@ class SweepTracker:
 
     def connect(self) -> None:
         """The client, the sweep's experiment and its parent run (found by tag, else created); reopened if finished."""
-        try:
-            from mlflow import MlflowClient
-        except ImportError:
-            raise UserError("--tracking-uri needs the mlflow package: pip install 'seal-ray[mlflow]'") from None
+        check_available(self.uri)
+        from mlflow import MlflowClient
+
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
         if not is_remote(self.uri):
