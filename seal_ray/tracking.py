@@ -110,9 +110,13 @@ class SweepTracker:
             self.parent_id = run.info.run_id
             if self.folder.exists("sweep.yaml"):
                 self._artifact_text(self.parent_id, "sweep.yaml", self.folder.read_text("sweep.yaml"), "")
+        by_entry: dict[str, list] = {}
         for run in self._search(f"tags.{ROLE_TAG} = 'cell' and tags.{SWEEP_TAG} = '{self.name}'"):
-            if RECORD_TAG in run.data.tags:
-                self.logged[run.data.tags[ENTRY_TAG]] = run.data.tags[RECORD_TAG]
+            by_entry.setdefault(run.data.tags.get(ENTRY_TAG, ""), []).append(run)
+        for tag, runs in by_entry.items():
+            # Logged: exactly one complete child. Anything else is redone by sync (its runs deleted first).
+            if len(runs) == 1 and RECORD_TAG in runs[0].data.tags:
+                self.logged[tag] = runs[0].data.tags[RECORD_TAG]
 
     def sync(self) -> int:
         """Log every finished cell x seed not logged yet (or logged from an older record); returns how many."""

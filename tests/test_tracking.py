@@ -20,7 +20,8 @@ from mlflow import MlflowClient  # noqa: E402
 
 from seal_ray.cli import main  # noqa: E402
 from seal_ray.results import load  # noqa: E402
-from seal_ray.tracking import ENTRY_TAG, RECORD_TAG, ROLE_TAG, experiment_name  # noqa: E402
+from seal_ray.storage import Storage  # noqa: E402
+from seal_ray.tracking import ENTRY_TAG, RECORD_TAG, ROLE_TAG, experiment_name, upload  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -91,6 +92,59 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def _fake_sweep(root: Path, name: str) -> Storage:
+    """A finished sweep folder as a sweep leaves it (manifest, records, logs, curves, a selector file), no Ray."""
+    folder = Storage(root / "sweeps" / name)
+    selector = root / "selector.pt"
+    selector.write_bytes(b"logits")
+    config = {"seed": 0, "selector": {"activation": "softmax", "betas": [0.9, 0.95]}}
+    folder.write_text("manifest.json", json.dumps({"name": name, "cells": {"c1": {"label": "reference", "config": config}},
+                                                  "entries": [{"cell_id": "c1", "seed": 0}, {"cell_id": "c1", "seed": 1}]}))
+    for seed in (0, 1):
+        folder.write_text(f"cells/c1-s{seed}.json", json.dumps({
+            "status": "done", "started": 100.0, "finished": 200.0 + seed, "seconds": 100.0,
+            "metrics": {"winrate/hh": 40.0 + seed, "prov/git_commit": "abc", "artifact/selector_path": str(selector)}}))
+        folder.write_text(f"logs/c1-s{seed}.log", "a log line\n")
+        folder.write_text(f"curves/c1-s{seed}.jsonl", "".join(
+            json.dumps({"stage": "selector", "kind": "step", "step": step, "epoch": 0, "selector_gap": 1.0 / step}) + "\n"
+            for step in (1, 2, 3)))
+    return folder
+
+
+def test_upload_logs_each_entry_once_and_redoes_only_half_logged_or_rerun_entries(tmp_path, server):
+    client = MlflowClient(server)
+    folder = _fake_sweep(tmp_path, "fake")
+    assert upload(server, folder, log=lambda s: None) == 2
+    runs = {r.data.tags[ENTRY_TAG]: r for r in _cell_runs(client, "fake")}
+    assert sorted(runs) == ["fake/c1-s0", "fake/c1-s1"]
+    run = runs["fake/c1-s1"]
+    assert run.data.params["selector.activation"] == "softmax" and run.data.params["seed"] == "1"
+    assert run.data.metrics["winrate/hh"] == 41.0 and run.data.tags["prov/git_commit"] == "abc"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "curve/selector/selector_gap")] == \
+        [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "selector")} == {"selector/selector.pt"}
+
+    # Nothing new: nothing logged, the same runs.
+    assert upload(server, folder, log=lambda s: None) == 0
+    ids = lambda: {r.data.tags[ENTRY_TAG]: r.info.run_id for r in _cell_runs(client, "fake")}  # noqa: E731
+    first = ids()
+    assert first == {tag: r.info.run_id for tag, r in runs.items()}
+    # A driver killed mid-upload leaves a child without its record tag: only that entry is redone.
+    client.delete_tag(first["fake/c1-s0"], RECORD_TAG)
+    assert upload(server, folder, log=lambda s: None) == 1
+    second = ids()
+    assert len(second) == 2 and second["fake/c1-s0"] != first["fake/c1-s0"] and second["fake/c1-s1"] == first["fake/c1-s1"]
+    # A failed cell run again has a newer record: its child is replaced, not duplicated.
+    record = json.loads(folder.read_text("cells/c1-s1.json"))
+    folder.write_text("cells/c1-s1.json", json.dumps({**record, "finished": 300.0}))
+    assert upload(server, folder, log=lambda s: None) == 1
+    third = ids()
+    assert len(_cell_runs(client, "fake")) == 2 and third["fake/c1-s1"] != first["fake/c1-s1"]
+    assert third["fake/c1-s0"] == second["fake/c1-s0"]
+    experiment = client.get_experiment_by_name(experiment_name("fake")).experiment_id
+    assert len(client.search_runs([experiment], f"tags.{ROLE_TAG} = 'sweep'")) == 1  # the same parent throughout
+
+
 def test_a_tracked_sweep_killed_and_resumed_has_one_complete_child_run_per_cell_and_seed(tmp_path, storage, server):
     client = MlflowClient(server)
     sweep_file = _one_cell_sweep(tmp_path / "tracked.yaml", "tracked", seeds=2)
@@ -102,6 +156,9 @@ def test_a_tracked_sweep_killed_and_resumed_has_one_complete_child_run_per_cell_
     )
     deadline = time.time() + 480
     while time.time() < deadline and not any(RECORD_TAG in r.data.tags for r in _cell_runs(client, "tracked")):
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep driver exited ({driver.returncode}) before a cell was tracked:\n"
+                        + driver.stdout.read().decode(errors="replace")[-4000:])
         time.sleep(1.0)
     first = [r for r in _cell_runs(client, "tracked") if RECORD_TAG in r.data.tags]
     assert first, "no cell was tracked before the deadline"
