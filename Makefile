@@ -28,7 +28,7 @@ test-all: $(STAMP)
 	$(PYTEST) -q
 
 calibrate: $(STAMP)
-	$(VENV)/bin/seal-ray calibrate --seeds 3 --markdown docs/calibration.md --quiet
+	$(VENV)/bin/seal-ray calibrate --seeds 8 --first-seed 100 --jobs 2 --markdown docs/calibration.md --quiet
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

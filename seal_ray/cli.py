@@ -8,7 +8,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from seal_ray import __version__
 from seal_ray.errors import StageFailed, UserError
@@ -57,21 +56,22 @@ def format_metrics(metrics: dict) -> str:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from seal_ray.calibrate import calibrate
     from seal_ray.config import load_cell_config
-    from seal_ray.executor import LocalExecutor
-    from seal_ray.store import StageStore
 
     config = load_cell_config(args.config, args.set or [])
-    seeds = list(range(args.seeds))
-    quiet: Callable[[str], None] = (lambda line: None) if args.quiet else _print
-    _, ok, table = calibrate(config, seeds, StageStore(args.storage), LocalExecutor(isolate=config.resources.isolate_stages), quiet)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    _, ok, table = calibrate(config, seeds, args.storage, jobs=args.jobs, quiet=args.quiet)
     _print(table)
     if args.markdown:
         from seal_ray.provenance import git_commit
 
+        commit = git_commit()
+        if commit.endswith("-dirty"):
+            _print(f"warning: the working tree has uncommitted changes; {args.markdown} names commit {commit}")
         Path(args.markdown).write_text(
             "# Mini-world calibration\n\n"
-            f"Produced by `seal-ray calibrate --seeds {args.seeds}` at commit `{git_commit()}` "
-            f"(seal_ray {__version__}). Criteria are judged on the mean over seeds.\n\n{table}\n"
+            f"Produced by `seal-ray calibrate --seeds {args.seeds} --first-seed {args.first_seed}` at commit "
+            f"`{commit}` (seal_ray {__version__}), on the built-in defaults"
+            + (f" with {' '.join(args.set)}" if args.set else "") + f".\n\n{table}\n"
         )
         _print(f"written to {args.markdown}")
     _print("calibration: " + ("every criterion passes" if ok else "some criteria FAIL"))
@@ -219,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     cal = commands.add_parser("calibrate", help="check the mini world on its reference points (base, SFT, oracle)")
     cal.add_argument("config", nargs="?", help="cell YAML file (default: the built-in defaults)")
     cal.add_argument("--set", action="append", metavar="KEY=VALUE")
-    cal.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    cal.add_argument("--seeds", type=int, default=8, help="how many seeds (default 8)")
+    cal.add_argument("--first-seed", type=int, default=100,
+                     help="seeds FIRST..FIRST+N-1 (default 100: disjoint from the demo's seeds 0..N-1)")
     cal.add_argument("--storage", default="runs/calibration", help="stage cache root (default runs/calibration)")
+    cal.add_argument("--jobs", type=int, default=1, help="seeds measured at once, one process each (default 1)")
     cal.add_argument("--markdown", help="also write the table to this markdown file")
     cal.add_argument("--quiet", action="store_true", help="print only the table")
     cal.set_defaults(handler=cmd_calibrate)

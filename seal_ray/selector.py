@@ -56,15 +56,16 @@ def keep_count(n: int, topp: float) -> int:
     return int(math.floor(topp * n + 1e-9))
 
 
-def top_p_ids(logits: torch.Tensor, ids: Sequence[int], topp: float) -> list[int]:
-    """The k = floor(topp * N) ids with the largest logits; ties go to the smaller id. Sorted ascending."""
+def top_p_ids(logits: torch.Tensor, ids: Sequence[int], topp: float, count: int | None = None) -> list[int]:
+    """The k = floor(topp * N) ids (or `count`, a budget fixed elsewhere) with the largest logits; ties go to
+    the smaller id. Sorted ascending."""
     if logits.ndim != 1 or logits.numel() != len(ids):
         raise ValueError(f"{logits.numel()} logits for {len(ids)} ids")
     id_tensor = torch.as_tensor(list(ids), dtype=torch.long)
     by_id = torch.argsort(id_tensor, stable=True)
     # A stable sort on -logit after ordering by id puts the smaller id first among equal logits.
     order = by_id[torch.argsort(-logits[by_id].double(), stable=True)]
-    kept = id_tensor[order[: keep_count(len(ids), topp)]]
+    kept = id_tensor[order[: keep_count(len(ids), topp) if count is None else count]]
     return sorted(kept.tolist())
 
 

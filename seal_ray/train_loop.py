@@ -54,6 +54,24 @@ def _check_finite(value: torch.Tensor, what: str, epoch: int, step: int) -> None
         raise StageFailed(f"{what} became {value.detach().flatten()[0].item()} at epoch {epoch + 1}, step {step + 1}")
 
 
+def _clip(params: list[torch.nn.Parameter], max_norm: float | None) -> None:
+    # After the all-reduce: every worker clips the same averaged gradient, so replicas stay identical.
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The share of the base learning rate in force at optimiser step `step` (0-based) of `total_steps`."""
+    if schedule == "constant" or total_steps <= 0:
+        return 1.0
+    progress = min(step / total_steps, 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -72,14 +90,19 @@ def train_sft(
     dist: LocalDist,
     checkpointer: Checkpointer,
     micro_batch: int | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    max_grad_norm: float | None = None,
+    lr_schedule: str = "constant",
     log: Log = print,
     recorder: CurveRecorder | None = None,
 ) -> LoopStats:
-    """Ordinary SFT on `train_ids`: AdamW, mean per-sample loss over each global batch."""
+    """Ordinary SFT on `train_ids`: AdamW, mean per-sample loss over each global batch, optional clipping
+    and a learning rate decayed over the run (`lr_factor`, from the global step, so a resume continues it)."""
     recorder = recorder or CurveRecorder(stage)
     recorder.start(["loss"], epochs, math.ceil(len(train_ids) / batch_size))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(train_ids) / batch_size)
     stats = LoopStats()
     start_epoch = 0
     resumed = checkpointer.latest()
@@ -112,6 +135,9 @@ def train_sft(
                 stats.samples += len(ids)
                 stats.tokens += int(batch["attention_mask"].sum())
             all_reduce_gradients(params, dist)
+            _clip(params, max_grad_norm)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_factor(lr_schedule, epoch * steps_per_epoch + step, epochs * steps_per_epoch)
             optimizer.step()
             recorder.end_step(epoch, step, dist, lambda: {"lr": optimizer.param_groups[0]["lr"]})
         mean_loss = _global_mean(total, count, dist)
@@ -139,6 +165,9 @@ class SelectorSetup:
     aux_lr: float
     batch_size: int
     schedule: PenaltySchedule
+    model_betas: tuple[float, float] = (0.9, 0.999)
+    model_max_grad_norm: float | None = None
+    max_grad_norm: float | None = None
 
 
 def train_selector(
@@ -172,7 +201,7 @@ def train_selector(
                       else [p for p in aux_model.parameters() if p.requires_grad])
     aux_ids = {id(p) for p in aux_params}
     theta_params = [p for p in model.parameters() if p.requires_grad and id(p) not in aux_ids]
-    theta_opt = torch.optim.AdamW(theta_params, lr=setup.model_lr, weight_decay=0.0)
+    theta_opt = torch.optim.AdamW(theta_params, lr=setup.model_lr, betas=tuple(setup.model_betas), weight_decay=0.0)
     omega_opt = torch.optim.Adam([omega], lr=setup.lr, betas=setup.betas, weight_decay=0.0)
     aux_opt = torch.optim.AdamW(aux_params, lr=setup.aux_lr, weight_decay=0.0) if aux_model is not None else None
     ft_ids = sorted(encoded_ft)
@@ -240,6 +269,9 @@ def train_selector(
                 stats.samples += len(ft_ids_m) + len(safe_ids_m)
                 stats.tokens += sum(encoded_ft[i].length for i in ft_ids_m) + sum(encoded_safe[i].length for i in safe_ids_m)
             all_reduce_gradients(all_params, dist)
+            _clip(theta_params, setup.model_max_grad_norm)
+            _clip(aux_params, setup.model_max_grad_norm)
+            _clip([omega], setup.max_grad_norm)
             theta_opt.step()
             omega_opt.step()
             if aux_opt is not None:

@@ -18,7 +18,7 @@ from seal_ray.errors import StageFailed
 from seal_ray.judges import judge_cache_key, judges_for
 from seal_ray.metrics import win_rate
 from seal_ray.stages.common import load_world
-from seal_ray.stages.generate import GENERATIONS_FILE
+from seal_ray.stages.generate import GENERATIONS_FILE, MARGINS_FILE
 from seal_ray.world import rule_score
 
 METRICS_FILE = "judgement.json"
@@ -63,6 +63,10 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
     for name in sorted(ours):
         rows = world[name]
         answers = [g["answer"] for g in ours[name]]
+        if name == "xstest":
+            # Benign look-alikes: refusing them is over-refusal (a model that refuses everything cannot look safe).
+            metrics["safety/over_refusal_rate"] = sum(refusal.refusals(rows, answers)) / len(rows)
+            continue
         verdicts = _judge_missing(pairwise, name, rows, answers, [g["answer"] for g in theirs[name]], known[name], work_dir)
         valid = [v for v in verdicts if v is not None]
         errors, total = errors + len(verdicts) - len(valid), total + len(verdicts)
@@ -75,6 +79,10 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
         if name == "hh" and config.data.source == "mini":
             helpful = [(r, a) for r, a in zip(rows, answers) if r["kind"] == "helpful"]
             metrics["task/hh_helpful_accuracy"] = sum(rule_score(r, a) for r, a in helpful) / max(len(helpful), 1)
+    margins_path = generate_dir / MARGINS_FILE
+    if margins_path.is_file():
+        margins = json.loads(margins_path.read_text())
+        metrics["safety/refusal_logprob_margin"] = sum(margins.values()) / len(margins)
     metrics["judge/errors"] = errors
     if errors > config.evaluation.max_error_fraction * total:
         raise StageFailed(

@@ -57,7 +57,8 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
         activation=config.selector.activation, algorithm=config.selector.algorithm, lr=config.selector.lr,
         betas=tuple(config.selector.betas), epochs=config.selector.epochs, model_lr=config.selector.model_lr,
         aux_lr=config.selector.aux_lr, batch_size=config.selector.batch_size,
-        schedule=PenaltySchedule.from_config(config.penalty),
+        schedule=PenaltySchedule.from_config(config.penalty), model_betas=tuple(config.selector.model_betas),
+        model_max_grad_norm=config.selector.model_max_grad_norm, max_grad_norm=config.selector.max_grad_norm,
     )
     labels_path = Path(spec["data_dir"]) / LABELS_FILE  # only the mini world has them: p(omega)'s share per label
     labels = json.loads(labels_path.read_text()) if labels_path.is_file() else None
