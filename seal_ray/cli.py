@@ -109,18 +109,24 @@ def _print_results(frame, storage_note: str = "") -> None:
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     from seal_ray.sweep import run_sweep
     from seal_ray.sweep_spec import load_sweep
+    from seal_ray.tracking import check_available
 
     spec = load_sweep(args.file, name=args.name, seeds=args.seeds)
     _check_storage(args.storage)
-    frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print)
+    check_available(args.tracking_uri or spec.tracking_uri)
+    frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
+                      tracking_uri=args.tracking_uri)
     _print_results(frame)
     return 0 if (frame["status"] == "done").all() else 1
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
     from seal_ray.sweep import resume_sweep
+    from seal_ray.tracking import check_available
 
-    frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print)
+    check_available(args.tracking_uri)
+    frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
+                         tracking_uri=args.tracking_uri)
     _print_results(frame)
     return 0 if (frame["status"] == "done").all() else 1
 
@@ -135,22 +141,25 @@ def _check_storage(storage: str) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    from seal_ray.results import load, resolve, status_counts
+    from seal_ray.results import load, load_curves, resolve, status_counts
 
     frame = load(args.sweep, args.storage)
     counts = status_counts(frame)
     partial = counts["running"] + counts["missing"] > 0
-    path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial)
+    path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial,
+                        curves=load_curves(args.sweep, args.storage, stages=["selector"]))
     _print(f"report written to {path} ({len(frame)} cells x seeds from {resolve(args.sweep, args.storage).uri}"
            + ("; PARTIAL: the sweep is not finished" if partial else "") + ")")
     return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from seal_ray.results import load, resolve
+    from seal_ray.results import load, load_curves, resolve
 
-    frame = load(args.sweep, args.storage)
-    if args.format == "table":
+    frame = load_curves(args.sweep, args.storage) if args.curves else load(args.sweep, args.storage)
+    if args.format == "table" and args.curves:
+        _print(frame.to_string(index=False, max_rows=40))
+    elif args.format == "table":
         _print_results(frame, f" ({resolve(args.sweep, args.storage)})")
     elif args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
@@ -161,6 +170,17 @@ def cmd_results(args: argparse.Namespace) -> int:
             raise UserError("--format parquet needs --out FILE")
         frame.to_parquet(args.out)
         _print(f"{len(frame)} rows written to {args.out}")
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from seal_ray.results import resolve
+    from seal_ray.tracking import experiment_name, upload
+
+    folder = resolve(args.sweep, args.storage)
+    count = upload(args.tracking_uri, folder, log=_print)
+    _print(f"MLflow: {count} cell x seed runs logged to {args.tracking_uri} (experiment "
+           f"{experiment_name(Path(folder.uri).name)}); runs already there were kept")
     return 0
 
 
@@ -225,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--storage", default="runs", help="storage root: stage cache and results (default runs)")
         p.add_argument("--address", help="Ray address: auto, or HOST:PORT (default: start a local Ray)")
         p.add_argument("--max-concurrent", type=int, help="cells running at once (default: what the cluster can place)")
+        p.add_argument("--tracking-uri", metavar="URI",
+                       help="log the sweep to MLflow: http://HOST:PORT, or a folder such as ./mlruns (no server); "
+                            "default: the sweep file's tracking_uri, else off")
     srun.set_defaults(handler=cmd_sweep_run)
     sres.set_defaults(handler=cmd_sweep_resume)
 
@@ -233,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--storage", default="runs")
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     res.add_argument("--out", help="output file (parquet)")
+    res.add_argument("--curves", action="store_true",
+                     help="the training curves instead: one row per (cell, seed, stage, step, metric, value)")
     res.set_defaults(handler=cmd_results)
 
     rep = commands.add_parser("report", help="write report.md, tables.tex, tables.csv and plots for a sweep")
@@ -240,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--storage", default="runs")
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(handler=cmd_report)
+
+    trk = commands.add_parser("track", help="log a sweep from storage to MLflow (e.g. after the server was down)")
+    trk.add_argument("sweep", help="sweep name (under --storage) or the sweep's folder")
+    trk.add_argument("--storage", default="runs")
+    trk.add_argument("--tracking-uri", metavar="URI", required=True, help="http://HOST:PORT, or a folder such as ./mlruns")
+    trk.set_defaults(handler=cmd_track)
 
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")

@@ -2,6 +2,7 @@
 
     <storage>/sweeps/<name>/manifest.json          every cell x seed the sweep asked for
     <storage>/sweeps/<name>/cells/<cell>-s<seed>.json   its record: status, error, metrics, timings
+    <storage>/sweeps/<name>/curves/<cell>-s<seed>.jsonl its training curves (curves.py), once it is done
 
 The storage is a folder or a cloud URI (storage.py). Records are written whole (rename or object PUT)
 by the cell's driver, so the DataFrame can be read while a sweep runs, after a crash, or on a laptop
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from seal_ray.config import flatten
+from seal_ray.curves import cell_curves_rel, parse_points
 from seal_ray.errors import UserError
 from seal_ray.storage import Storage
 
@@ -81,6 +83,39 @@ def load(path: str | Path, storage: str | Path = "runs") -> pd.DataFrame:
     if not frame.empty:
         frame = frame.sort_values(["label", "seed"], kind="stable").reset_index(drop=True)
     return frame
+
+
+CURVE_COLUMNS = ["cell", "seed", "stage", "step", "metric", "value", "epoch", "kind", "label"]
+POINT_FIELDS = ("stage", "kind", "step", "epoch")
+
+
+def load_curves(path: str | Path, storage: str | Path = "runs", *, stages: list[str] | None = None,
+                metrics: list[str] | None = None) -> pd.DataFrame:
+    """The training curves of every finished cell x seed as a long DataFrame, one row per value:
+    cell (its id), seed, stage, step, metric, value, epoch (0-based), kind ('step' or 'epoch'), label.
+
+    Reads only the sweep folder (no Ray), so it works while the sweep runs: cells not done yet have no rows.
+    `stages` and `metrics` keep only those.
+    """
+    folder = resolve(path, storage)
+    manifest = read_manifest(folder)
+    rows = []
+    for entry in manifest["entries"]:
+        cell_id, seed = entry["cell_id"], entry["seed"]
+        text = folder.read_text(cell_curves_rel(cell_id, seed))
+        if not text:
+            continue
+        label = manifest["cells"].get(cell_id, {}).get("label", cell_id)
+        for point in parse_points(text):
+            if stages is not None and point["stage"] not in stages:
+                continue
+            for metric, value in point.items():
+                if metric in POINT_FIELDS or (metrics is not None and metric not in metrics):
+                    continue
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    rows.append((cell_id, seed, point["stage"], point["step"], metric, float(value),
+                                 point.get("epoch"), point.get("kind", "step"), label))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def _cell_value(value: Any) -> Any:

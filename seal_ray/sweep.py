@@ -22,12 +22,14 @@ import yaml
 
 from seal_ray.config import CellConfig, cell_from_dict, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
+from seal_ray.curves import copy_cell_curves
 from seal_ray.pipeline import CellPipeline
 from seal_ray.preflight import check_cell_inputs
 from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
 from seal_ray.storage import Storage
 from seal_ray.store import StageStore
 from seal_ray.sweep_spec import SweepSpec, load_sweep, parse_sweep
+from seal_ray.tracking import tracking
 
 Log = Callable[[str], None]
 LEASE_S = 120.0  # a cloud run lease not refreshed for this long belongs to a dead driver
@@ -117,6 +119,7 @@ def run_cell_entry(entry: dict, storage: str, folder: Storage) -> dict[str, Any]
     if failure:
         write_record(folder, cell_id, seed, status="failed", error=failure, finished=time.time(), seconds=time.time() - started)
         return {"cell/ok": 0, "cell/all_stages_cached": False}
+    copy_cell_curves(folder, cell_id, seed, {name: result.dir for name, result in outcome.stages.items()})
     cached = all(result.cached for result in outcome.stages.values())
     write_record(folder, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
                  seconds=time.time() - started, cached=cached, stages=outcome.stage_seconds())
@@ -225,8 +228,9 @@ def plan(spec: SweepSpec, folder: Storage) -> tuple[dict[str, dict], list[str]]:
 
 
 def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
-              log: Log = print):
-    """Run what is missing of `spec`; returns the results DataFrame."""
+              log: Log = print, tracking_uri: str | None = None):
+    """Run what is missing of `spec`; returns the results DataFrame. `tracking_uri` (else the sweep
+    file's tracking_uri) logs the sweep to MLflow as it runs (tracking.py)."""
     storage = Storage(storage).uri
     for cell in spec.cells:  # before anything is written
         check_cell_inputs(cell.config, f"{spec.source}: cell {cell.label}")
@@ -234,12 +238,13 @@ def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = Non
     with sweep_lock(folder):
         folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
         table, pending = plan(spec, folder)
-        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+        with tracking(tracking_uri or spec.tracking_uri, folder, log):
+            _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
     return load(folder.uri)
 
 
 def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
-                 log: Log = print):
+                 log: Log = print, tracking_uri: str | None = None):
     """Finish every cell x seed the sweep's manifest holds that is not done (after a crash, a kill -9, ...)."""
     storage = Storage(storage).uri
     folder = sweep_folder(storage, name)
@@ -253,7 +258,8 @@ def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, 
                                                       "config": manifest["cells"][e["cell_id"]]["config"]}
                  for e in manifest["entries"]}
         pending = [k for k, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
-        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+        with tracking(tracking_uri or spec.tracking_uri, folder, log):
+            _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
     return load(folder.uri)
 
 

@@ -17,6 +17,7 @@ import torch
 from seal_ray.algorithms import seal_objectives, sft_objective
 from seal_ray.batching import CyclingIds, Encoded, collate, global_batches, local_share, micro_batches
 from seal_ray.checkpoints import Checkpointer
+from seal_ray.curves import SEAL_TERMS, CurveRecorder, seal_terms
 from seal_ray.distributed import LocalDist, all_reduce_gradients
 from seal_ray.errors import StageFailed
 from seal_ray.faults import maybe_inject_fault
@@ -93,9 +94,12 @@ def train_sft(
     max_grad_norm: float | None = None,
     lr_schedule: str = "constant",
     log: Log = print,
+    recorder: CurveRecorder | None = None,
 ) -> LoopStats:
     """Ordinary SFT on `train_ids`: AdamW, mean per-sample loss over each global batch, optional clipping
     and a learning rate decayed over the run (`lr_factor`, from the global step, so a resume continues it)."""
+    recorder = recorder or CurveRecorder(stage)
+    recorder.start(["loss"], epochs, math.ceil(len(train_ids) / batch_size))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train_ids) / batch_size)
@@ -107,6 +111,7 @@ def train_sft(
         load_trained_state(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        recorder.restore(state.get("curves"), start_epoch)
         stats.resumed_from_epoch = start_epoch
         log(f"[{stage}] resuming from the checkpoint after epoch {start_epoch}")
     micro = micro_batch_size(batch_size, dist.world_size, micro_batch)
@@ -115,6 +120,7 @@ def train_sft(
         total, count = 0.0, 0
         for step, batch_ids in enumerate(global_batches(train_ids, batch_size, seed, epoch)):
             maybe_inject_fault(stage, epoch, step)
+            recorder.begin_step(epoch, step)
             optimizer.zero_grad(set_to_none=False)
             _ensure_grads(params)
             for ids in micro_batches(local_share(batch_ids, dist.rank, dist.world_size), micro):
@@ -123,6 +129,7 @@ def train_sft(
                 objective = sft_objective(losses, len(batch_ids))
                 _check_finite(objective, f"[{stage}] the loss", epoch, step)
                 objective.backward()
+                recorder.add(loss=losses)
                 total += float(losses.detach().sum())
                 count += len(ids)
                 stats.samples += len(ids)
@@ -132,10 +139,13 @@ def train_sft(
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_factor(lr_schedule, epoch * steps_per_epoch + step, epochs * steps_per_epoch)
             optimizer.step()
+            recorder.end_step(epoch, step, dist, lambda: {"lr": optimizer.param_groups[0]["lr"]})
         mean_loss = _global_mean(total, count, dist)
         stats.epoch_losses.append(mean_loss)
+        recorder.end_epoch(epoch, {"epoch_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]})
         log(f"[{stage}] epoch {epoch + 1}/{epochs} loss {mean_loss:.4f}")
-        checkpointer.save(epoch + 1, {"model": trained_state(model), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
+        checkpointer.save(epoch + 1, {"model": trained_state(model), "optimizer": optimizer.state_dict(),
+                                      "rng": torch.get_rng_state(), "curves": recorder.state()})
     return stats
 
 
@@ -174,6 +184,7 @@ def train_selector(
     checkpointer: Checkpointer,
     micro_batch: int | None = None,
     log: Log = print,
+    recorder: CurveRecorder | None = None,
 ) -> tuple[torch.Tensor, LoopStats]:
     """SEAL's selector training (Algorithm 2, or Algorithm 1 when `aux_model` is given).
 
@@ -196,6 +207,9 @@ def train_selector(
     ft_ids = sorted(encoded_ft)
     safe_batches = CyclingIds(sorted(encoded_safe), setup.batch_size, seed)
     stats = LoopStats()
+    recorder = recorder or CurveRecorder("selector", activation=setup.activation)
+    recorder.start([*SEAL_TERMS, *(["aux_loss"] if aux_model is not None else [])], setup.epochs,
+                   math.ceil(len(ft_ids) / setup.batch_size))
 
     start_epoch = 0
     resumed = checkpointer.latest()
@@ -211,6 +225,7 @@ def train_selector(
             aux_opt.load_state_dict(state["aux_opt"])
         safe_batches.position = int(state["safe_position"])
         torch.set_rng_state(state["rng"])
+        recorder.restore(state.get("curves"), start_epoch)
         stats.resumed_from_epoch = start_epoch
         log(f"[selector] resuming from the checkpoint after epoch {start_epoch}")
 
@@ -224,6 +239,7 @@ def train_selector(
         total, count = 0.0, 0
         for step, ft_batch in enumerate(global_batches(ft_ids, setup.batch_size, seed, epoch)):
             maybe_inject_fault("selector", epoch, step)
+            recorder.begin_step(epoch, step)
             safe_batch = safe_batches.next_batch()
             for opt in (theta_opt, omega_opt, aux_opt):
                 if opt is not None:
@@ -246,6 +262,8 @@ def train_selector(
                 )
                 _check_finite(objectives.total(), "[selector] the loss", epoch, step)
                 _backward(objectives, aux_model)
+                if recorder.recording:
+                    recorder.add(**seal_terms(ft_losses, weights, safe_losses, aux_losses))
                 total += float(ft_losses.detach().sum())
                 count += len(ft_ids_m)
                 stats.samples += len(ft_ids_m) + len(safe_ids_m)
@@ -258,9 +276,13 @@ def train_selector(
             omega_opt.step()
             if aux_opt is not None:
                 aux_opt.step()
+            recorder.end_step(epoch, step, dist, lambda: _selector_scalars(setup, epoch, theta_opt, omega_opt, aux_opt),
+                              logits=omega)
         _check_finite(omega.detach(), "[selector] a selector logit", epoch, 0)
         mean_loss = _global_mean(total, count, dist)
         stats.epoch_losses.append(mean_loss)
+        recorder.end_epoch(epoch, {"epoch_loss": mean_loss, **_selector_scalars(setup, epoch, theta_opt, omega_opt, aux_opt)},
+                           logits=omega)
         log(
             f"[selector] epoch {epoch + 1}/{setup.epochs} gamma {setup.schedule.gamma_at(epoch):.3f} "
             f"ft loss {mean_loss:.4f} logits mean {float(omega.detach().mean()):.4f} std {float(omega.detach().std()):.4f}"
@@ -268,12 +290,20 @@ def train_selector(
         state = {
             "model": trained_state(model), "theta_opt": theta_opt.state_dict(),
             "omega": omega.detach().clone(), "omega_opt": omega_opt.state_dict(),
-            "safe_position": safe_batches.position, "rng": torch.get_rng_state(),
+            "safe_position": safe_batches.position, "rng": torch.get_rng_state(), "curves": recorder.state(),
         }
         if aux_model is not None:
             state.update(aux_model=aux_model.state_dict(), aux_opt=aux_opt.state_dict())
         checkpointer.save(epoch + 1, state)
     return omega.detach().cpu(), stats
+
+
+def _selector_scalars(setup: SelectorSetup, epoch: int, theta_opt, omega_opt, aux_opt) -> dict[str, float]:
+    scalars = {"upper_weight": setup.schedule.upper_weight(epoch), "gamma": setup.schedule.gamma_at(epoch),
+               "lr_theta": theta_opt.param_groups[0]["lr"], "lr_omega": omega_opt.param_groups[0]["lr"]}
+    if aux_opt is not None:
+        scalars["lr_aux"] = aux_opt.param_groups[0]["lr"]
+    return scalars
 
 
 def _backward(objectives, aux_model) -> None:

@@ -50,6 +50,8 @@ def _run_sweep_file(tmp_path, text, capsys):
     (SWEEP_OK + "baselines: [sft, dsri]\n", ["field 'baselines'", "allowed values"]),
     (SWEEP_OK + "search: {metric: winrate/hh, space: {selector.lr: {type: logunifrom, low: 0.001, high: 0.1}}}\n",
      ["field 'search.space.selector.lr'", "did you mean 'loguniform'"]),
+    (SWEEP_OK + "tracking_url: ./mlruns\n", ["field 'tracking_url'", "did you mean 'tracking_uri'"]),
+    (SWEEP_OK + "tracking_uri: [a]\n", ["field 'tracking_uri'", "expected an MLflow tracking URI"]),
 ])
 def test_bad_sweep_files_are_stopped_at_the_door(tmp_path, capsys, text, words):
     err = _run_sweep_file(tmp_path, text, capsys)

@@ -13,11 +13,13 @@ import json
 from pathlib import Path
 
 from seal_ray.config import CellConfig
+from seal_ray.curves import CURVES_FILE, CurveRecorder
 from seal_ray.lora import add_aux_adapter, add_lora
 from seal_ray.models import load_model
 from seal_ray.schedules import PenaltySchedule
 from seal_ray.selector import init_logits, save_selector
 from seal_ray.stages.common import MODEL_DIR, config_of, encode, load_world, safe_set_size
+from seal_ray.stages.data import LABELS_FILE
 from seal_ray.train_loop import SelectorSetup, train_selector
 
 SELECTOR_FILE = "selector.pt"
@@ -58,10 +60,13 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
         schedule=PenaltySchedule.from_config(config.penalty), model_betas=tuple(config.selector.model_betas),
         model_max_grad_norm=config.selector.model_max_grad_norm, max_grad_norm=config.selector.max_grad_norm,
     )
+    labels_path = Path(spec["data_dir"]) / LABELS_FILE  # only the mini world has them: p(omega)'s share per label
+    labels = json.loads(labels_path.read_text()) if labels_path.is_file() else None
+    recorder = CurveRecorder("selector", every=config.resources.curve_every, labels=labels, activation=setup.activation)
     logits, stats = train_selector(
         model, aux_model, init_logits(len(ft_rows), config.selector.activation, config.selector.init),
         encoded_ft, encoded_safe, setup=setup, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log, recorder=recorder,
     )
     # Every worker's omega replica, to check that they stay bit-identical (SEAL.md, "Distributed training").
     omega_sha256 = dist.all_gather_objects(hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest())
@@ -69,6 +74,7 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
     if dist.is_main:
         save_selector(logits, work_dir / SELECTOR_FILE)
         (work_dir / "eligible_ids.json").write_text(json.dumps(sorted(encoded_ft)))
+        recorder.write(work_dir / CURVES_FILE)
     dist.barrier()
     return {"tokens": stats.tokens, "safe_rows": len(encoded_safe), "epoch_losses": stats.epoch_losses,
             "resumed_from_epoch": stats.resumed_from_epoch, "omega_sha256": omega_sha256}
