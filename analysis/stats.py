@@ -72,6 +72,7 @@ class PairedTest:
     pairs: int
     level: str = "seed"
     p_adjusted: float | None = None
+    sd: float = math.nan  # of the per-seed mean differences, as the test used it: what power analysis pools
 
     @property
     def p(self) -> float:
@@ -158,12 +159,13 @@ def clustered_bootstrap(outcomes: Mapping[int, Sequence[float]], scale: float = 
 def _t_test(seed_diffs: np.ndarray, variance: float, level: str) -> PairedTest | None:
     """Two-sided t-test of the mean of per-seed differences with len-1 dof and the given variance."""
     diff = float(seed_diffs.mean())
+    n = len(seed_diffs)
     if variance <= 0:
         # No spread at all: identical rows are no evidence of a difference, and a constant shift with no
         # noise gives t = infinity, which says nothing a reader should trust; leave it untested.
-        return PairedTest(diff, 1.0, len(seed_diffs), level) if diff == 0 else None
-    t = diff / math.sqrt(variance / len(seed_diffs))
-    return PairedTest(diff, float(2 * stats.t.sf(abs(t), len(seed_diffs) - 1)), len(seed_diffs), level)
+        return PairedTest(diff, 1.0, n, level, sd=0.0) if diff == 0 else None
+    t = diff / math.sqrt(variance / n)
+    return PairedTest(diff, float(2 * stats.t.sf(abs(t), n - 1)), n, level, sd=math.sqrt(variance))
 
 
 def paired_test(values: Mapping[int, float], reference: Mapping[int, float]) -> PairedTest | None:
@@ -256,15 +258,14 @@ def seeds_needed(sd: float, target: float, alpha: float = ALPHA, power: float = 
     return high
 
 
-def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
-    """Pooled standard deviation of several samples (each with >= 2 finite values) and its degrees of freedom."""
-    squares, dof = 0.0, 0
-    for group in groups:
-        sample = finite(group)
-        if len(sample) >= 2:
-            squares += float(((sample - sample.mean()) ** 2).sum())
-            dof += len(sample) - 1
-    return (math.sqrt(squares / dof), dof) if dof else (math.nan, 0)
+def pooled_sd(spreads: Iterable[tuple[float, int]]) -> float:
+    """Pooled standard deviation of samples given as (sd, n): sqrt(sum (n-1) sd^2 / sum (n-1)).
+
+    Samples with no spread are left out: two rows sharing every cached stage say nothing about noise.
+    """
+    spreads = [(sd, n) for sd, n in spreads if math.isfinite(sd) and sd > 0 and n >= 2]
+    dof = sum(n - 1 for _, n in spreads)
+    return math.sqrt(sum((n - 1) * sd ** 2 for sd, n in spreads) / dof) if dof else math.nan
 
 
 def significance_mark(p_value: float) -> str:

@@ -219,7 +219,15 @@ def test_seeds_needed_is_the_first_n_whose_detectable_difference_is_small_enough
     assert seeds_needed(sd=100.0, target=0.01, most=50) is None
 
 
-def test_pooled_sd_weights_groups_by_their_degrees_of_freedom():
-    sd, dof = pooled_sd([[1.0, 3.0], [2.0, 4.0, 6.0], [7.0]])
-    assert dof == 3
-    assert sd == pytest.approx(math.sqrt((2.0 + 8.0) / 3))
+def test_pooled_sd_weights_samples_by_their_degrees_of_freedom_and_skips_zero_spread():
+    first, second = [1.0, 3.0], [2.0, 4.0, 6.0]
+    spreads = [(np.std(first, ddof=1), 2), (np.std(second, ddof=1), 3), (0.0, 3), (5.0, 1)]
+    assert pooled_sd(spreads) == pytest.approx(math.sqrt((2.0 + 8.0) / 3))
+    assert math.isnan(pooled_sd([(0.0, 3)]))
+
+
+def test_a_test_carries_the_spread_it_used():
+    test = paired_test({0: 60.0, 1: 62.5, 2: 59.8}, {0: 50.0, 1: 52.0, 2: 50.0})
+    assert test.sd == pytest.approx(np.std([10.0, 10.5, 9.8], ddof=1))
+    floored = clustered_paired_test({s: [1.0, 0.0, 1.0, 0.0] for s in range(3)})
+    assert floored.sd == pytest.approx(math.sqrt(np.var([1.0, 0.0, 1.0, 0.0], ddof=1) / 4))

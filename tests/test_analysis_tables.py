@@ -140,22 +140,37 @@ def test_pairs_use_only_seeds_present_in_both_cells(activation_frame):
     assert cell_.test.diff == pytest.approx(np.mean(np.subtract(SIGMOID_HH, REF_HH)))
 
 
-def test_best_value_per_column_is_bold(activation_frame):
+def test_bold_marks_only_rows_significantly_better_than_the_reference_after_holm(activation_frame):
     table = ablation_table(activation_frame, ACTIVATION_ABLATION)
     assert [table.cell(label, "winrate/hh").bold for label in labels(table)] == [False, True, False]
-    # A tie at display precision bolds every tied row: all orca win rates are 50.
-    assert all(table.cell(label, "winrate/orca").bold for label in labels(table))
+    # Equal orca win rates everywhere: the highest mean is no reason for bold.
+    assert not any(table.cell(label, "winrate/orca").bold for label in labels(table))
+    sigmoid = table.cell("sigmoid", "winrate/hh").test
+    comparisons = sum(cell.test is not None for row in table.rows for cell in row.cells.values())
+    assert sigmoid.p_adjusted == pytest.approx(min(1.0, comparisons * sigmoid.p_value))  # the smallest p: Bonferroni
 
 
-def test_nan_metric_in_some_seeds_is_left_out_and_n_reflects_it(activation_frame):
+def test_a_significantly_worse_row_is_not_bold_and_lower_is_better_where_the_metric_says_so():
+    over_refusal = {0: [0.30, 0.31, 0.29], 1: [0.10, 0.12, 0.11]}  # reference, then a row refusing less
+    rows = [result_row({ACTIVATION: activation}, seed=seed, metrics=metrics(hh, **{"safety/over_refusal_rate": over}))
+            for activation, hhs, overs in (("softmax", REF_HH, over_refusal[0]), ("sigmoid", [40.0, 42.5, 43.8],
+                                                                                   over_refusal[1]))
+            for seed, (hh, over) in enumerate(zip(hhs, overs))]
+    table = ablation_table(frame(rows), ACTIVATION_ABLATION)
+    worse = table.cell("sigmoid", "winrate/hh")
+    assert worse.test.significant() and worse.test.diff < 0 and not worse.bold
+    better = table.cell("sigmoid", "safety/over_refusal_rate")
+    assert better.test.significant() and better.test.diff < 0 and better.bold
+
+
+def test_nan_metric_in_some_seeds_is_left_out_and_two_seeds_show_their_values(activation_frame):
     data = activation_frame.copy()
     data.loc[(data[ACTIVATION] == "relu") & (data["seed"] == 1), "winrate/hh"] = float("nan")
     cell_ = ablation_table(data, ACTIVATION_ABLATION).cell("relu", "winrate/hh")
-    low, high = hand_ci([53.0, 55.5])
     assert (cell_.estimate.mean, cell_.estimate.n) == (pytest.approx(54.25), 2)
-    assert (cell_.estimate.ci_low, cell_.estimate.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert cell_.estimate.seed_values == (53.0, 55.5) and not cell_.estimate.has_interval
     assert cell_.note == "n=2"
-    assert cell_.test.pairs == 2
+    assert cell_.test is None  # no p-value from 2 seeds
 
 
 def test_one_seed_cell_has_no_ci_and_no_test(activation_frame):
