@@ -168,33 +168,47 @@ def _t_test(seed_diffs: np.ndarray, variance: float, level: str) -> PairedTest |
     return PairedTest(diff, float(2 * stats.t.sf(abs(t), n - 1)), n, level, sd=math.sqrt(variance))
 
 
-def paired_test(values: Mapping[int, float], reference: Mapping[int, float]) -> PairedTest | None:
-    """Paired t-test of values - reference over the seeds where both are finite; None below MIN_SEEDS pairs."""
+def seed_differences(values: Mapping[int, float], reference: Mapping[int, float]) -> np.ndarray:
+    """values - reference over the seeds where both are finite, in seed order."""
     seeds = sorted(s for s in values.keys() & reference.keys()
                    if math.isfinite(values[s]) and math.isfinite(reference[s]))
-    if len(seeds) < MIN_SEEDS:
+    return np.array([values[s] - reference[s] for s in seeds], dtype=float)
+
+
+def paired_test(values: Mapping[int, float], reference: Mapping[int, float]) -> PairedTest | None:
+    """Paired t-test of values - reference over the seeds where both are finite; None below MIN_SEEDS pairs."""
+    diffs = seed_differences(values, reference)
+    if len(diffs) < MIN_SEEDS:
         return None
-    diffs = np.array([values[s] - reference[s] for s in seeds], dtype=float)
     return _t_test(diffs, float(diffs.var(ddof=1)), "seed")
+
+
+def prompt_differences(differences: Mapping[int, Sequence[float]], scale: float = 1.0) -> list[np.ndarray]:
+    """The finite per-prompt differences (x scale) of each seed that has any, in seed order."""
+    per_seed = [finite(v) * scale for _, v in sorted(differences.items())]
+    return [v for v in per_seed if len(v)]
+
+
+def clustered_variance(per_seed: Sequence[np.ndarray]) -> float:
+    """Variance of one seed's mean difference: the spread of the seed means, never below what sampling
+    the prompts alone puts into them (pooled within-seed variance / prompts per seed)."""
+    seed_means = np.array([v.mean() for v in per_seed])
+    between = float(seed_means.var(ddof=1)) if len(seed_means) > 1 else 0.0
+    within_dof = sum(len(v) - 1 for v in per_seed)
+    within = sum(float(((v - v.mean()) ** 2).sum()) for v in per_seed) / within_dof if within_dof else 0.0
+    return max(between, within / float(np.mean([len(v) for v in per_seed])))
 
 
 def clustered_paired_test(differences: Mapping[int, Sequence[float]], scale: float = 1.0) -> PairedTest | None:
     """Test of per-prompt paired differences (x scale), clustered by seed; None below MIN_SEEDS seeds.
 
-    The statistic is the mean of the per-seed mean differences; its variance is the spread of those
-    means across seeds, never below what sampling the prompts alone puts into them (pooled within-seed
-    variance / prompts), so a lucky agreement of three seeds cannot make the test exact.
+    The statistic is the mean of the per-seed mean differences, its variance clustered_variance's, so
+    a lucky agreement of three seeds cannot make the test exact.
     """
-    per_seed = [finite(v) * scale for _, v in sorted(differences.items())]
-    per_seed = [v for v in per_seed if len(v)]
+    per_seed = prompt_differences(differences, scale)
     if len(per_seed) < MIN_SEEDS:
         return None
-    seed_diffs = np.array([v.mean() for v in per_seed])
-    between = float(seed_diffs.var(ddof=1))
-    within_dof = sum(len(v) - 1 for v in per_seed)
-    within = sum(float(((v - v.mean()) ** 2).sum()) for v in per_seed) / within_dof if within_dof else 0.0
-    prompts = float(np.mean([len(v) for v in per_seed]))
-    return _t_test(seed_diffs, max(between, within / prompts), "prompt")
+    return _t_test(np.array([v.mean() for v in per_seed]), clustered_variance(per_seed), "prompt")
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -206,13 +206,17 @@ def cell_estimate(group: CellGroup, metric: Metric, outcomes: dict[int, pd.Serie
     return mean_ci(seed_values(group, metric).values(), metric.bounds)
 
 
+def paired_prompts(outcomes: dict[int, pd.Series], reference_outcomes: dict[int, pd.Series]) -> dict[int, Any]:
+    """Per seed both cells have: the per-prompt differences over the prompts both were judged on."""
+    return {s: (outcomes[s] - reference_outcomes[s]).dropna().to_numpy()
+            for s in outcomes.keys() & reference_outcomes.keys()}
+
+
 def cell_test(group: CellGroup, reference: CellGroup, metric: Metric, outcomes: dict[int, pd.Series] | None,
               reference_outcomes: dict[int, pd.Series] | None) -> PairedTest | None:
     """Per-prompt paired differences when both cells have them, else the paired t-test over seed values."""
     if outcomes is not None and reference_outcomes is not None:
-        differences = {s: (outcomes[s] - reference_outcomes[s]).dropna().to_numpy()
-                       for s in outcomes.keys() & reference_outcomes.keys()}
-        return clustered_paired_test(differences, metric.outcome.scale)
+        return clustered_paired_test(paired_prompts(outcomes, reference_outcomes), metric.outcome.scale)
     return paired_test(seed_values(group, metric), seed_values(reference, metric))
 
 
