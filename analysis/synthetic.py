@@ -59,6 +59,7 @@ DEMO_CELLS: list[tuple[dict[str, Any], tuple[float, float, float, float]]] = [
 
 
 HARM_CATEGORIES = tuple(f"category_{i:02d}" for i in range(11))
+# seal_ray.results.PROMPT_COLUMNS (analysis imports no seal_ray; tests/test_analysis_prompts.py checks they agree).
 PROMPT_COLUMNS = ("cell_id", "seed", "test_set", "prompt_id", "prompt_key", "category", "win", "refused")
 
 

@@ -165,10 +165,11 @@ def plan_sweep(path: str | Path, *, storage: str | Path = "runs", source: str | 
     cached = sum(compute.stages.values())
     log(f"Stages to compute: " + (", ".join(f"{n} {stage}" for stage, n in sorted(counts.items())) or "none")
         + f" ({cached} more are complete in the cache at {Storage(storage).uri}).")
-    if counts:
-        estimate = f"about {format_seconds(seconds)} of stage time, one stage after another"
-        log(f"Estimated compute: {estimate}" + (f", plus the stages with no earlier timing in this cache: "
-                                                f"{', '.join(unknown)}" if unknown else "")
+    if counts and len(unknown) == len(counts):
+        log(f"Estimated compute: unknown, this cache holds no earlier timing of {', '.join(unknown)}.")
+    elif counts:
+        log(f"Estimated compute: about {format_seconds(seconds)} of stage time, one stage after another"
+            + (f", plus the stages with no earlier timing in this cache: {', '.join(unknown)}" if unknown else "")
             + "; cells that run at once on the cluster divide it.")
     if earlier is None:
         log("Power: no earlier results of these cells" + (f" in {origin}" if origin else f" under {storage}")

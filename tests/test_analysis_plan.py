@@ -30,7 +30,7 @@ def test_plan_without_earlier_results_prints_the_compute_plan_and_asks_for_a_pil
     assert "Sweep 'smoke'" in out and "3 cells x 1 seeds = 3 runs" in out
     # One data and base stage for the seed, a selector per activation, the SFT reference once.
     assert "Stages to compute: 1 base, 1 data, 3 finetune, 3 generate, 3 judge, 3 select, 2 selector" in out
-    assert "no earlier timing" in out and "run a pilot" in out
+    assert "Estimated compute: unknown, this cache holds no earlier timing" in out and "run a pilot" in out
     assert not (tmp_path / "sweeps").exists()  # planning writes nothing
 
 

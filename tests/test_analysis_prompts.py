@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.synthetic import PROMPT_COLUMNS as SYNTHETIC_COLUMNS
 from seal_ray.results import PROMPT_COLUMNS, load, load_prompts, sweep_folder
 from seal_ray.sweep import plan, run_cell_entry
 from seal_ray.sweep_spec import load_sweep
@@ -28,7 +29,7 @@ def smoke_storage(tmp_path_factory):
 def test_per_prompt_outcomes_reproduce_the_recorded_rates(smoke_storage):
     frame = load("smoke", smoke_storage)
     prompts = load_prompts("smoke", smoke_storage)
-    assert list(prompts.columns) == list(PROMPT_COLUMNS)
+    assert list(prompts.columns) == list(PROMPT_COLUMNS) == list(SYNTHETIC_COLUMNS)
     assert set(frame["status"]) == {"done"}
     for _, row in frame.iterrows():
         mine = prompts[(prompts["cell_id"] == row["cell_id"]) & (prompts["seed"] == row["seed"])]

@@ -257,3 +257,68 @@ def test_resource_table_without_ablation_groups_every_cell_by_label(activation_f
     table = resource_table(data, "time", None)
     assert labels(table) == ["reference", "selector.activation=relu", "selector.activation=sigmoid"]
     assert table.cell("reference", "device").text == "cpu"
+
+
+# --- per-prompt outcomes, extra methods and metrics, categories ------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_prompts():
+    from analysis.synthetic import demo_prompts, demo_results
+
+    results = demo_results(seeds=3)
+    return results, demo_prompts(results)
+
+
+def _outcomes(prompts, results, changes, test_set, column):
+    cell_id = result_row(changes)["cell_id"]
+    rows = prompts[(prompts["cell_id"] == cell_id) & (prompts["test_set"] == test_set)]
+    return {int(seed): part.set_index("prompt_key")[column] for seed, part in rows.groupby("seed")}
+
+
+def test_rates_use_the_clustered_bootstrap_and_per_prompt_paired_tests(with_prompts):
+    from analysis.stats import clustered_bootstrap, clustered_paired_test
+
+    results, prompts = with_prompts
+    cell_ = ablation_table(results, ACTIVATION_ABLATION, prompts=prompts).cell("sigmoid", "winrate/hexphi")
+    mine = _outcomes(prompts, results, {ACTIVATION: "sigmoid"}, "hexphi", "win")
+    reference = _outcomes(prompts, results, {}, "hexphi", "win")
+    expected = clustered_bootstrap({s: v.to_numpy() for s, v in mine.items()}, 100.0, (0.0, 100.0))
+    assert cell_.estimate.method == "bootstrap"
+    assert (cell_.estimate.ci_low, cell_.estimate.ci_high) == (expected.ci_low, expected.ci_high)
+    test = clustered_paired_test({s: (mine[s] - reference[s]).to_numpy() for s in mine}, 100.0)
+    assert cell_.test.level == "prompt" and cell_.test.p_value == pytest.approx(test.p_value)
+    refusal = ablation_table(results, ACTIVATION_ABLATION, prompts=prompts).cell("sigmoid", "safety/refusal_rate")
+    assert refusal.estimate.method == "bootstrap" and 0 <= refusal.estimate.ci_low <= refusal.estimate.ci_high <= 100
+
+
+def test_a_cell_missing_prompts_for_a_seed_falls_back_to_its_seed_values(with_prompts):
+    results, prompts = with_prompts
+    sigmoid = result_row({ACTIVATION: "sigmoid"})["cell_id"]
+    partial = prompts[~((prompts["cell_id"] == sigmoid) & (prompts["seed"] == 2))]
+    cell_ = ablation_table(results, ACTIVATION_ABLATION, prompts=partial).cell("sigmoid", "winrate/hh")
+    assert cell_.estimate.method == "t" and cell_.test.level == "seed"
+
+
+def test_new_methods_and_metrics_show_up_without_code_changes():
+    extra = {"safety/over_refusal_rate": 0.1, "safety/refusal_logprob_margin": 1.5}
+    rows = [result_row({METHOD: method}, seed=seed, metrics=metrics(55.0 + seed, **extra))
+            for method in ("sft", "dsir", "safeinstr", "seal_safeinstr", "seal") for seed in range(3)]
+    table = ablation_table(frame(rows), MAIN_TABLE)
+    assert labels(table) == ["Standard SFT", "DSIR", "SafeInstr", "SEAL", "SEAL + SafeInstr"]
+    keys = [c.key for c in table.columns]
+    assert "safety/over_refusal_rate" in keys and "safety/refusal_logprob_margin" in keys
+    assert not table.column("safety/over_refusal_rate").higher_is_better
+
+
+def test_category_table_gives_each_harm_category_an_interval_within_range(with_prompts):
+    from analysis.synthetic import HARM_CATEGORIES
+    from analysis.tables import category_table
+
+    results, prompts = with_prompts
+    table = category_table(results, prompts)
+    assert [c.header for c in table.columns if c.kind == "estimate"] == list(HARM_CATEGORIES)
+    assert labels(table)[0] == "Standard SFT"
+    estimates = [cell.estimate for row in table.rows for cell in row.cells.values() if cell.estimate]
+    assert len(estimates) == len(table.rows) * len(HARM_CATEGORIES)
+    assert all(e.method == "bootstrap" and 0.0 <= e.ci_low <= e.mean <= e.ci_high <= 100.0 for e in estimates)
+    assert category_table(results, None).rows == []
