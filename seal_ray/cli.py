@@ -141,15 +141,23 @@ def _check_storage(storage: str) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    from seal_ray.results import load, load_curves, resolve, status_counts
+    from seal_ray.results import load, load_curves, load_prompts, resolve, status_counts
 
     frame = load(args.sweep, args.storage)
     counts = status_counts(frame)
     partial = counts["running"] + counts["missing"] > 0
     path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial,
+                        prompts=load_prompts(args.sweep, args.storage),
                         curves=load_curves(args.sweep, args.storage, stages=["selector"]))
     _print(f"report written to {path} ({len(frame)} cells x seeds from {resolve(args.sweep, args.storage).uri}"
            + ("; PARTIAL: the sweep is not finished" if partial else "") + ")")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from seal_ray.plan import plan_sweep
+
+    plan_sweep(args.file, storage=args.storage, source=args.source, detect=args.detect, seeds=args.seeds, log=_print)
     return 0
 
 
@@ -271,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument("--storage", default="runs")
     trk.add_argument("--tracking-uri", metavar="URI", required=True, help="http://HOST:PORT, or a folder such as ./mlruns")
     trk.set_defaults(handler=cmd_track)
+    pln = commands.add_parser("plan", help="before a run: cells x seeds, estimated compute, seeds needed to detect a difference")
+    pln.add_argument("file", help="sweep YAML file (see sweeps/)")
+    pln.add_argument("--storage", default="runs", help="stage cache (timings) and earlier results (default runs)")
+    pln.add_argument("--from", dest="source", metavar="RESULTS",
+                     help="earlier results to take the noise from: a sweep name under --storage or a sweep folder "
+                          "(default: this sweep's own earlier results)")
+    pln.add_argument("--detect", type=float, metavar="D", help="target difference in points of a rate, e.g. 5")
+    pln.add_argument("--seeds", type=int, help="plan seeds 0..N-1 instead of the file's seeds")
+    pln.set_defaults(handler=cmd_plan)
 
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")

@@ -3,6 +3,7 @@
     <storage>/sweeps/<name>/manifest.json          every cell x seed the sweep asked for
     <storage>/sweeps/<name>/cells/<cell>-s<seed>.json   its record: status, error, metrics, timings
     <storage>/sweeps/<name>/curves/<cell>-s<seed>.jsonl its training curves (curves.py), once it is done
+    <storage>/stages/judge/<hash>/prompts.json      per-prompt outcomes of a done cell (load_prompts)
 
 The storage is a folder or a cloud URI (storage.py). Records are written whole (rename or object PUT)
 by the cell's driver, so the DataFrame can be read while a sweep runs, after a crash, or on a laptop
@@ -24,6 +25,9 @@ from seal_ray.errors import UserError
 from seal_ray.storage import Storage
 
 STATUSES = ("done", "failed", "running", "missing")
+# Written by the judge stage: {test_set: [{id, key, category, win, refused?}]}, one record per prompt.
+PROMPTS_FILE = "prompts.json"
+PROMPT_COLUMNS = ("cell_id", "seed", "test_set", "prompt_id", "prompt_key", "category", "win", "refused")
 
 
 def sweep_folder(storage: str | Path, name: str) -> Storage:
@@ -116,6 +120,37 @@ def load_curves(path: str | Path, storage: str | Path = "runs", *, stages: list[
                     rows.append((cell_id, seed, point["stage"], point["step"], metric, float(value),
                                  point.get("epoch"), point.get("kind", "step"), label))
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+def storage_root(folder: Storage) -> Storage:
+    """The storage root a sweep folder lives in: sweep folders are always `<root>/sweeps/<name>`."""
+    return Storage(folder.local_root.parent.parent if folder.is_local else folder.uri.rsplit("/", 2)[0])
+
+
+def load_prompts(path: str | Path, storage: str | Path = "runs") -> pd.DataFrame:
+    """One row per done cell x seed x judged prompt (PROMPT_COLUMNS), read from each cell's judge stage.
+
+    win is 1 / 0.5 / 0 against the same seed's Standard SFT (NaN: no verdict); refused is 1 / 0 on the
+    hexphi set, NaN elsewhere. Cells whose judge stage predates prompts.json are absent: the report
+    then falls back to their per-seed values.
+    """
+    folder = resolve(path, storage)
+    root = storage_root(folder)
+    frames = []
+    for entry in read_manifest(folder)["entries"]:
+        record = read_record(folder, entry["cell_id"], entry["seed"]) or {}
+        judge = next((stage for stage in record.get("stages", {}) if stage.startswith("judge/")), None)
+        text = root.read_text(f"stages/{judge}/{PROMPTS_FILE}") if record.get("status") == "done" and judge else None
+        if not text:
+            continue
+        for test_set, outcomes in json.loads(text).items():
+            part = pd.DataFrame(outcomes).rename(columns={"id": "prompt_id", "key": "prompt_key"})
+            part = part.assign(cell_id=entry["cell_id"], seed=entry["seed"], test_set=test_set)
+            frames.append(part.reindex(columns=list(PROMPT_COLUMNS)))
+    if not frames:
+        return pd.DataFrame(columns=list(PROMPT_COLUMNS))
+    prompts = pd.concat(frames, ignore_index=True)
+    prompts["win"] = pd.to_numeric(prompts["win"], errors="coerce").astype(float)
+    prompts["refused"] = pd.to_numeric(prompts["refused"], errors="coerce").astype(float)
+    return prompts
 
 
 def _cell_value(value: Any) -> Any:
