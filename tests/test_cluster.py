@@ -1,14 +1,17 @@
-"""A sweep on a two-node Ray cluster simulated on this machine, submitted with `ray job submit`."""
+"""A sweep on a two-node Ray cluster simulated on this machine: submitted with `ray job submit`, and
+finishing by itself when the second node is killed mid-sweep."""
 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -44,14 +47,22 @@ def _kill_cluster(temp_dir: str) -> None:
         time.sleep(1)
 
 
+class Cluster(NamedTuple):
+    gcs: int  # the head's GCS port
+    dashboard: int
+    env: dict[str, str]  # for clients: the cluster's token
+    second_raylet_port: int  # the second node's node-manager port, which names its raylet process
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path):
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard, second_raylet_port = _free_port(), _free_port(), _free_port()
     # A short private temp dir (unix socket paths are limited to ~107 bytes) that every process names.
     temp_dir = tempfile.mkdtemp(prefix="seal-ray-", dir="/tmp")
     # Ray 2.60 token authentication: every node (and the job client) must use the cluster's token,
-    # here the one `ray start --head` keeps in ~/.ray/auth_token.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
+    # here the one `ray start --head` keeps in ~/.ray/auth_token. A dead node is declared dead after 5
+    # failed health checks 1 s apart (default 3 s); a slow live one still gets the default 10 s timeout.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "1000"}
     common = ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:
@@ -63,16 +74,17 @@ def two_node_cluster(tmp_path):
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *common, *own_ports()],
                    check=True, capture_output=True, env=env, timeout=120)
     try:
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", *common, *own_ports()],
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                        f"--node-manager-port={second_raylet_port}", *common, *own_ports()],
                        check=True, capture_output=True, env=env, timeout=120)
-        yield gcs, dashboard, env
+        yield Cluster(gcs, dashboard, env, second_raylet_port)
     finally:
         _kill_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_a_sweep_submitted_as_a_job_runs_cells_on_both_nodes(tmp_path, two_node_cluster):
-    gcs, dashboard, env = two_node_cluster
+    gcs, dashboard, env, _ = two_node_cluster
     storage = tmp_path / "storage"
     entrypoint = f"{sys.executable} -m seal_ray.cli sweep run {REPO / 'sweeps' / 'smoke.yaml'} --address auto --storage {storage} --seeds 2"
     deadline = time.time() + 120
@@ -88,3 +100,71 @@ def test_a_sweep_submitted_as_a_job_runs_cells_on_both_nodes(tmp_path, two_node_
     assert len(records) == 6 and {r["status"] for r in records} == {"done"}
     nodes = {r["node_id"] for r in records}
     assert len(nodes) == 2, f"cells ran on {len(nodes)} node(s): {nodes}"
+
+
+def _raylet(node_manager_port: int) -> int:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with _gone_is_fine():
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if argv[0].endswith(b"/raylet") and f"--node_manager_port={node_manager_port}".encode() in argv:
+                    return int(proc.name)
+    raise AssertionError(f"no raylet with node manager port {node_manager_port}")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with _gone_is_fine():
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(proc.name))
+    return found
+
+
+class _gone_is_fine:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        return kind is not None and issubclass(kind, OSError)  # the process ended while we looked
+
+
+def test_a_node_killed_mid_sweep_is_retried_and_the_same_sweep_run_finishes(tmp_path, two_node_cluster):
+    """A crashed machine: SIGKILL to the second node's raylet and every worker it started, while a cell
+    runs there. The lost trial starts again on the head node from its completed stages."""
+    from seal_ray.store import StageStore
+
+    storage = tmp_path / "storage"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "seal_ray.cli", "sweep", "run", str(REPO / "sweeps" / "smoke.yaml"), "--seeds", "2",
+         "--address", f"127.0.0.1:{two_node_cluster.gcs}", "--storage", str(storage)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**two_node_cluster.env, "PYTHONUNBUFFERED": "1"})
+    raylet = _raylet(two_node_cluster.second_raylet_port)
+    cells = storage / "sweeps" / "smoke" / "cells"
+    victim, deadline = None, time.time() + 400
+    while victim is None and driver.poll() is None and time.time() < deadline:
+        records = [json.loads(p.read_text()) for p in cells.glob("*.json")] if cells.is_dir() else []
+        on_second_node = [r for r in records if r["status"] == "running" and r["pid"] in _children(raylet)
+                          and time.time() - r["started"] > 3]  # past its start: inside the pipeline
+        if on_second_node and any(r["status"] == "done" for r in records):
+            victim = on_second_node[0]
+        time.sleep(0.5)
+    assert victim, "no cell was running on the second node after the first cell finished"
+    node_processes = _children(raylet)
+    os.kill(raylet, signal.SIGKILL)
+    for pid in node_processes:
+        with _gone_is_fine():
+            os.kill(pid, signal.SIGKILL)
+
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out[-4000:]
+    assert "Traceback" not in out and "FileNotFoundError" not in out, out[-4000:]
+    assert "trial lost (node lost)" in out and "sweep 'smoke': all 6 cells x seeds done" in out, out[-4000:]
+    records = {p.name: json.loads(p.read_text()) for p in cells.glob("*.json")}
+    assert len(records) == 6 and {r["status"] for r in records.values()} == {"done"}
+    lost = records[f"{victim['cell_id']}-s{victim['seed']}.json"]
+    assert [i["reason"] for i in lost["interruptions"]] == ["node lost"] and lost["attempts"] == 2
+    assert all(not r.get("interruptions") for name, r in records.items() if r is not lost)
+    computed = [(e["stage"], e["hash"]) for e in StageStore(storage).events() if e["event"] == "computed"]
+    assert len(computed) == len(set(computed))  # each finished stage computed once, the lost cell's included
