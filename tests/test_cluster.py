@@ -3,6 +3,7 @@ finishing by itself when the second node is killed mid-sweep."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -70,13 +71,15 @@ def two_node_cluster(tmp_path):
         names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"]
         return [f"--{name}={_free_port()}" for name in names]
 
-    subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *common, *own_ports()],
-                   check=True, capture_output=True, env=env, timeout=120)
+    def ray_start(*args: str) -> None:
+        started = subprocess.run([RAY, "start", *args, *common, *own_ports()], capture_output=True, text=True, env=env, timeout=180)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+
     try:
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                        f"--node-manager-port={second_raylet_port}", *common, *own_ports()],
-                       check=True, capture_output=True, env=env, timeout=120)
+        ray_start("--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--include-dashboard=true",
+                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}")
+        ray_start(f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                  f"--node-manager-port={second_raylet_port}")
         yield Cluster(gcs, dashboard, env, second_raylet_port)
     finally:
         _kill_cluster(temp_dir)
@@ -141,16 +144,20 @@ def test_a_node_killed_mid_sweep_is_retried_and_the_same_sweep_run_finishes(tmp_
          "--address", f"127.0.0.1:{two_node_cluster.gcs}", "--storage", str(storage)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**two_node_cluster.env, "PYTHONUNBUFFERED": "1"})
     raylet = _raylet(two_node_cluster.second_raylet_port)
-    cells = storage / "sweeps" / "smoke" / "cells"
-    victim, deadline = None, time.time() + 400
+    sweep = storage / "sweeps" / "smoke"
+    victim, deadline = None, time.time() + 500
     while victim is None and driver.poll() is None and time.time() < deadline:
-        records = [json.loads(p.read_text()) for p in cells.glob("*.json")] if cells.is_dir() else []
-        on_second_node = [r for r in records if r["status"] == "running" and r["pid"] in _children(raylet)
-                          and time.time() - r["started"] > 3]  # past its start: inside the pipeline
-        if on_second_node and any(r["status"] == "done" for r in records):
-            victim = on_second_node[0]
-        time.sleep(0.5)
-    assert victim, "no cell was running on the second node after the first cell finished"
+        records = [json.loads(p.read_text()) for p in (sweep / "cells").glob("*.json")] if sweep.is_dir() else []
+        # A cell on the second node in the middle of its selector training: the base stage complete,
+        # the selector's first epoch checkpointed, far from the cell's end.
+        for record in records:
+            log = (sweep / "logs" / f"{record['cell_id']}-s{record['seed']}.log").read_text()
+            selector = re.search(r"\[selector\] computing (\w+)", log)
+            if record["status"] == "running" and record["pid"] in _children(raylet) and selector and \
+                    list((storage / "stages" / "selector" / selector.group(1) / "checkpoints").glob("*.pt")):
+                victim = record
+        time.sleep(0.2)
+    assert victim, "no cell trained its selector on the second node"
     node_processes = _children(raylet)
     os.kill(raylet, signal.SIGKILL)
     for pid in node_processes:
@@ -161,10 +168,12 @@ def test_a_node_killed_mid_sweep_is_retried_and_the_same_sweep_run_finishes(tmp_
     assert driver.returncode == 0, out[-4000:]
     assert "Traceback" not in out and "FileNotFoundError" not in out, out[-4000:]
     assert "trial lost (node lost)" in out and "sweep 'smoke': all 6 cells x seeds done" in out, out[-4000:]
-    records = {p.name: json.loads(p.read_text()) for p in cells.glob("*.json")}
+    records = {p.name: json.loads(p.read_text()) for p in (sweep / "cells").glob("*.json")}
     assert len(records) == 6 and {r["status"] for r in records.values()} == {"done"}
     lost = records[f"{victim['cell_id']}-s{victim['seed']}.json"]
     assert [i["reason"] for i in lost["interruptions"]] == ["node lost"] and lost["attempts"] == 2
+    lost_log = (sweep / "logs" / f"{victim['cell_id']}-s{victim['seed']}.log").read_text()
+    assert "[selector] resuming from the checkpoint after epoch 1" in lost_log  # not from zero
     assert all(not r.get("interruptions") for name, r in records.items() if r is not lost)
     computed = [(e["stage"], e["hash"]) for e in StageStore(storage).events() if e["event"] == "computed"]
     assert len(computed) == len(set(computed))  # each finished stage computed once, the lost cell's included
