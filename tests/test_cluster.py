@@ -138,11 +138,11 @@ def test_a_node_killed_mid_sweep_is_retried_and_the_same_sweep_run_finishes(tmp_
     runs there. The lost trial starts again on the head node from its completed stages."""
     from seal_ray.store import StageStore
 
-    storage = tmp_path / "storage"
+    storage, printed = tmp_path / "storage", tmp_path / "driver.out"
     driver = subprocess.Popen(
         [sys.executable, "-m", "seal_ray.cli", "sweep", "run", str(REPO / "sweeps" / "smoke.yaml"), "--seeds", "2",
          "--address", f"127.0.0.1:{two_node_cluster.gcs}", "--storage", str(storage)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**two_node_cluster.env, "PYTHONUNBUFFERED": "1"})
+        stdout=printed.open("w"), stderr=subprocess.STDOUT, env={**two_node_cluster.env, "PYTHONUNBUFFERED": "1"})
     raylet = _raylet(two_node_cluster.second_raylet_port)
     sweep = storage / "sweeps" / "smoke"
     victim, deadline = None, time.time() + 500
@@ -164,7 +164,12 @@ def test_a_node_killed_mid_sweep_is_retried_and_the_same_sweep_run_finishes(tmp_
         with _gone_is_fine():
             os.kill(pid, signal.SIGKILL)
 
-    out, _ = driver.communicate(timeout=600)
+    try:
+        driver.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        raise AssertionError("the sweep did not finish after the node was lost:\n" + printed.read_text()[-4000:]) from None
+    out = printed.read_text()
     assert driver.returncode == 0, out[-4000:]
     assert "Traceback" not in out and "FileNotFoundError" not in out, out[-4000:]
     assert "trial lost (node lost)" in out and "sweep 'smoke': all 6 cells x seeds done" in out, out[-4000:]
