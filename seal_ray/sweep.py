@@ -412,6 +412,7 @@ def _refuse_before_writing(configs: dict[str, CellConfig], source: str, storage:
     try:
         resources = cluster.resources()
         footprints = {json.dumps(cell_footprint(c), sort_keys=True): cell_footprint(c) for c in configs.values()}
+        # Checks that need the cluster (what every node sees, ...) belong here, after Ray started.
         return min(_check_placeable(_placeable(resources, need), need, resources, cluster.address, log)
                    for need in footprints.values())
     except UserError:
