@@ -29,7 +29,7 @@ from analysis.significance import finalize
 from analysis.table_model import Table
 from analysis.tables import DONE, STATUS_ORDER, ablation_table, category_table, resource_table
 
-UNFINISHED = ("running", "missing")
+UNFINISHED = ("interrupted", "running", "missing")
 MAX_HISTOGRAMS = 6
 
 
@@ -83,7 +83,7 @@ def status_lines(frame: pd.DataFrame, partial: bool | None = None) -> list[str]:
     show_partial = is_partial(frame) if partial is None else partial
     if show_partial:
         unfinished = sum(counts.get(s, 0) for s in UNFINISHED)
-        lines.insert(0, f"**Partial results**: {unfinished} of {len(frame)} runs are not finished (running or "
+        lines.insert(0, f"**Partial results**: {unfinished} of {len(frame)} runs are not finished (interrupted, running or "
                         "missing); the tables show the seeds done so far.")
     return lines
 

@@ -27,7 +27,7 @@ from analysis.table_model import Cell, Column, Row, Table
 
 DONE = "done"
 # Order in which a cell's unfinished seeds are reported.
-STATUS_ORDER = ("failed", "running", "missing")
+STATUS_ORDER = ("failed", "interrupted", "running", "missing")
 STAGE_ORDER = ("base", "selector", "finetune", "generate")
 REASON_CHARS = 60
 NOT_MEASURED = "n/a"

@@ -106,18 +106,19 @@ def _print_results(frame, storage_note: str = "") -> None:
     _print(render_tables_markdown(frame))
 
 
+SWEEP_EXIT_CODES = {"done": 0, "failed": 1, "interrupted": 3}
+
+
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     from seal_ray.sweep import run_sweep
     from seal_ray.sweep_spec import load_sweep
     from seal_ray.tracking import check_available
 
     spec = load_sweep(args.file, name=args.name, seeds=args.seeds)
-    _check_storage(args.storage)
     check_available(args.tracking_uri or spec.tracking_uri)
     frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
                       tracking_uri=args.tracking_uri)
-    _print_results(frame)
-    return 0 if (frame["status"] == "done").all() else 1
+    return _sweep_summary(frame, args.storage)
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
@@ -127,25 +128,36 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     check_available(args.tracking_uri)
     frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
                          tracking_uri=args.tracking_uri)
+    return _sweep_summary(frame, args.storage)
+
+
+def _sweep_summary(frame, storage: str) -> int:
+    """The tables, one line saying how the sweep ended, and its exit code (SWEEP_EXIT_CODES)."""
+    from seal_ray.results import UNFINISHED, status_counts, sweep_outcome
+
     _print_results(frame)
-    return 0 if (frame["status"] == "done").all() else 1
-
-
-def _check_storage(storage: str) -> None:
-    """Fail before any work when the storage root cannot be written (or a local disk is nearly full)."""
-    from seal_ray.storage import Storage
-
-    Storage(storage).check_writable()
+    outcome, counts, total = sweep_outcome(frame), status_counts(frame), len(frame)
+    name = frame["sweep"].iloc[0] if total else "?"
+    if outcome == "done":
+        line = f"all {total} cells x seeds done"
+    elif outcome == "failed":
+        line = f"some failed: {counts['failed']} of {total} cells x seeds failed (the error column says why), the others are done"
+    else:
+        unfinished = sum(counts[s] for s in UNFINISHED)
+        line = (f"interrupted: {unfinished} of {total} cells x seeds did not finish; run "
+                f"`seal-ray sweep resume {name} --storage {storage}` to finish them")
+    _print(f"sweep '{name}': {line}")
+    return SWEEP_EXIT_CODES[outcome]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    from seal_ray.results import load, load_curves, load_prompts, resolve, status_counts
+    from seal_ray.results import UNFINISHED, load, load_curves, load_prompts, resolve, status_counts
 
     frame = load(args.sweep, args.storage)
     counts = status_counts(frame)
-    partial = counts["running"] + counts["missing"] > 0
+    partial = sum(counts[s] for s in UNFINISHED) > 0
     path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial,
                         prompts=load_prompts(args.sweep, args.storage),
                         curves=load_curves(args.sweep, args.storage, stages=["selector"]))
@@ -164,7 +176,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from seal_ray.results import load, load_curves, resolve
 
-    frame = load_curves(args.sweep, args.storage) if args.curves else load(args.sweep, args.storage)
+    frame = (load_curves(args.sweep, args.storage) if args.curves
+             else load(args.sweep, args.storage, include_retired=args.include_retired))
     if args.format == "table" and args.curves:
         _print(frame.to_string(index=False, max_rows=40))
     elif args.format == "table":
@@ -242,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run or resume a sweep with Ray Tune")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
-    srun = sweep_commands.add_parser("run", help="run the missing cells of a sweep file")
+    srun = sweep_commands.add_parser(
+        "run", help="run the missing cells of a sweep file (exit 0: all done, 1: some failed, 3: interrupted)")
     srun.add_argument("file", help="sweep YAML file (see sweeps/)")
     srun.add_argument("--name", help="sweep name (default: the file's name field)")
     for p in (srun,):
@@ -266,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--out", help="output file (parquet)")
     res.add_argument("--curves", action="store_true",
                      help="the training curves instead: one row per (cell, seed, stage, step, metric, value)")
+    res.add_argument("--include-retired", action="store_true",
+                     help="also the cells x seeds an earlier version of the sweep file asked for (status retired)")
     res.set_defaults(handler=cmd_results)
 
     rep = commands.add_parser("report", help="write report.md, tables.tex, tables.csv and plots for a sweep")

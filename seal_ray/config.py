@@ -258,7 +258,9 @@ class ResourcesConfig:
     )
     use_gpu: bool = _f(False, "one GPU per worker (nccl) instead of CPU (gloo)")
     cpus_per_worker: float = _f(1.0, "CPUs reserved per worker", gt=0.0)
-    max_failures: int = _f(2, "worker-group restarts from the last checkpoint before a stage fails", ge=0)
+    max_failures: int = _f(
+        2, "restarts from the last checkpoint before giving up: of a Ray Train worker group within a stage, and of "
+        "the cell's trial when its node or worker process is lost", ge=0)
     torch_threads: int = _f(1, "torch intra-op threads per worker", ge=1)
     isolate_stages: bool = _f(
         True, "inline executor: run each heavy stage in a fresh process, so CPU memory figures compare across cells"

@@ -1,6 +1,7 @@
 """The results store: one record per cell x seed under the sweep's folder, rebuilt into one DataFrame.
 
-    <storage>/sweeps/<name>/manifest.json          every cell x seed the sweep asked for
+    <storage>/sweeps/<name>/manifest.json          every cell x seed the sweep asks for (and, marked
+                                                   retired, those an earlier version of its file asked for)
     <storage>/sweeps/<name>/cells/<cell>-s<seed>.json   its record: status, error, metrics, timings
     <storage>/sweeps/<name>/curves/<cell>-s<seed>.jsonl its training curves (curves.py), once it is done
     <storage>/stages/judge/<hash>/prompts.json      per-prompt outcomes of a done cell (load_prompts)
@@ -24,7 +25,9 @@ from seal_ray.curves import cell_curves_rel, parse_points
 from seal_ray.errors import UserError
 from seal_ray.storage import Storage
 
-STATUSES = ("done", "failed", "running", "missing")
+STATUSES = ("done", "failed", "interrupted", "running", "missing")
+UNFINISHED = ("interrupted", "running", "missing")  # `sweep resume` finishes these
+RETIRED = "retired"  # a manifest entry the sweep file no longer asks for: kept, out of tables and exit codes
 # Written by the judge stage: {test_set: [{id, key, category, win, refused?}]}, one record per prompt.
 PROMPTS_FILE = "prompts.json"
 PROMPT_COLUMNS = ("cell_id", "seed", "test_set", "prompt_id", "prompt_key", "category", "win", "refused")
@@ -64,22 +67,33 @@ def resolve(name_or_path: str | Path, storage: str | Path = "runs") -> Storage:
                     f"{candidates[1].uri}/manifest.json)")
 
 
-def load(path: str | Path, storage: str | Path = "runs") -> pd.DataFrame:
-    """One row per cell x seed: config leaves (config/...), metrics, status, error, provenance."""
+def load(path: str | Path, storage: str | Path = "runs", *, include_retired: bool = False) -> pd.DataFrame:
+    """One row per cell x seed: config leaves (config/...), metrics, status, error, provenance.
+
+    include_retired: also the cells x seeds an earlier version of the sweep file asked for and the
+    current one does not (status `retired`, the date in `retired`), with their metrics.
+    """
     folder = resolve(path, storage)
     manifest = read_manifest(folder)
     rows = []
     for entry in manifest["entries"]:
+        retired = entry.get("status") == RETIRED
+        if retired and not include_retired:
+            continue
         cell = manifest["cells"][entry["cell_id"]]
         record = read_record(folder, entry["cell_id"], entry["seed"]) or {}
         config = dict(cell["config"], seed=entry["seed"])
         row: dict[str, Any] = {
             "sweep": manifest["name"], "cell_id": entry["cell_id"], "label": cell["label"],
             "studies": ",".join(cell.get("studies", [])), "seed": entry["seed"],
-            "status": record.get("status", "missing"), "error": record.get("error", ""),
+            "status": RETIRED if retired else record.get("status", "missing"), "error": record.get("error", ""),
             "started": record.get("started"), "finished": record.get("finished"),
             "cell_seconds": record.get("seconds"),
+            "interruptions": len(record.get("interruptions", [])),
+            "interrupted_by": ", ".join(i["reason"] for i in record.get("interruptions", [])),
         }
+        if include_retired:
+            row["retired"] = entry.get("retired", "")
         row.update({f"config/{k}": _cell_value(v) for k, v in flatten(config).items()})
         row.update(record.get("metrics", {}))
         rows.append(row)
@@ -163,3 +177,13 @@ def status_counts(frame: pd.DataFrame) -> dict[str, int]:
     if not frame.empty:
         counts.update(frame["status"].value_counts().to_dict())
     return counts
+
+
+def sweep_outcome(frame: pd.DataFrame) -> str:
+    """'done' (every cell x seed done), 'failed' (the others done) or 'interrupted' (some not finished:
+    `sweep resume` finishes them)."""
+    if frame.empty:
+        return "done"
+    if frame["status"].isin(UNFINISHED).any():
+        return "interrupted"
+    return "failed" if (frame["status"] == "failed").any() else "done"
