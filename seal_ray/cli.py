@@ -33,8 +33,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     store = StageStore(args.storage or out)
     start = time.perf_counter()
-    pipeline = CellPipeline(config, store, LocalExecutor(isolate=config.resources.isolate_stages), log=_print)
-    outcome = pipeline.run()
+    with LocalExecutor(isolate=config.resources.isolate_stages) as executor:
+        pipeline = CellPipeline(config, store, executor, log=_print)
+        outcome = pipeline.run()
     out.mkdir(parents=True, exist_ok=True)
     for name, path in pipeline.artifacts(outcome).items():
         shutil.copyfile(path, out / path.name)
@@ -63,7 +64,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_cell_config(args.config, args.set or [])
     seeds = list(range(args.seeds))
     quiet: Callable[[str], None] = (lambda line: None) if args.quiet else _print
-    _, ok, table = calibrate(config, seeds, StageStore(args.storage), LocalExecutor(isolate=config.resources.isolate_stages), quiet)
+    with LocalExecutor(isolate=config.resources.isolate_stages) as executor:
+        _, ok, table = calibrate(config, seeds, StageStore(args.storage), executor, quiet)
     _print(table)
     if args.markdown:
         from seal_ray.provenance import git_commit
