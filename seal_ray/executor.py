@@ -2,7 +2,9 @@
 
 A worker function has the signature `fn(spec, dist, checkpointer, log) -> dict`; `spec` is plain
 data (picklable), `dist` the collectives. `run_on_worker` wraps it with the stage's measurements,
-reduced over workers: peak memory with MAX, wall time with MAX, tokens with SUM.
+reduced over workers: peak memory with MAX, wall time with MAX, tokens with SUM. Tokens are the
+non-padding tokens a stage trained on (or generated); `tokens_per_s` divides them by the stage's wall
+time, set-up included.
 """
 
 from __future__ import annotations
@@ -40,12 +42,18 @@ def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_d
     checkpointer = Checkpointer(checkpoint_dir, dist, mirror_uri=spec.get("checkpoint_uri"))
     with StageMeter(dist.device) as meter:
         result = worker_fn(spec, dist, checkpointer, log)
-    tokens = float(dist.all_reduce_sum_(torch.tensor([float(result.pop("tokens", 0))], dtype=torch.float64, device=dist.device))[0])
+    summed = dist.all_reduce_sum_(torch.tensor([float(result.pop("tokens", 0)), float(meter.computed_tokens)],
+                                               dtype=torch.float64, device=dist.device))
+    tokens, computed = float(summed[0]), float(summed[1])
     seconds = dist.all_reduce_max(meter.seconds)
     measure = {
         "peak_mb": dist.all_reduce_max(meter.peak_mb),
         "seconds": seconds,
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        # Training stages: the loops' own time, and the share of computed tokens that was padding.
+        "loop_seconds": dist.all_reduce_max(meter.loop_seconds),
+        "tokens": tokens,
+        "padding_share": 1.0 - tokens / computed if computed > 0 else 0.0,
         "device": meter.kind,
         "workers": dist.world_size,
     }
