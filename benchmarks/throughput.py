@@ -178,7 +178,7 @@ def print_cell(cells: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the base data per loop measurement")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of the base data per loop measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the minimal and the pipeline loop")
     parser.add_argument("--no-cell", action="store_true", help="skip the whole-cell comparison with 9d928f2")
     args = parser.parse_args()

@@ -7,6 +7,7 @@ whatever W is, and a global batch holds the same ids for 1 or N workers.
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -108,24 +109,27 @@ def collate_packed(samples: Sequence[Encoded], pad_id: int, width: int | None = 
     sample's first token is unlabelled, so no sample learns from the one before it in its row.
     `width`: rows of this many tokens (default: pack_rows' choice)."""
     width, rows = pack_rows([s.length for s in samples], width)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    segments = torch.full((len(rows), width), len(samples), dtype=torch.long)
-    for r, members in enumerate(rows):
-        start = 0
+    fields = ("input_ids", "position_ids", "labels", "segments")
+    columns: dict[str, list[int]] = {name: [] for name in fields}
+    for members in rows:  # flat lists, then one buffer for all fields: a step's batch costs little Python
+        start = len(columns["input_ids"])
         for i in members:
             s = samples[i]
-            end = start + s.length
-            input_ids[r, start:end] = torch.tensor(s.prompt_ids + s.response_ids)
-            positions[r, start:end] = torch.arange(s.length)
-            labels[r, start + len(s.prompt_ids) : end] = torch.tensor(s.response_ids)
-            labels[r, start] = IGNORE  # predicted from the previous sample's last token: never a target
-            segments[r, start:end] = i
-            start = end
-        positions[r, start:] = torch.arange(width - start)  # the padding is a sequence of its own
-    return {"input_ids": input_ids, "position_ids": positions, "labels": labels, "segments": segments,
-            "ids": torch.tensor([s.id for s in samples], dtype=torch.long)}
+            columns["input_ids"] += s.prompt_ids + s.response_ids
+            columns["position_ids"] += range(s.length)
+            # the first token is predicted from the previous sample's last one: never a target
+            columns["labels"] += [IGNORE] * max(len(s.prompt_ids), 1) + list(s.response_ids[max(0, 1 - len(s.prompt_ids)):])
+            columns["segments"] += [i] * s.length
+        padding = width - (len(columns["input_ids"]) - start)
+        columns["input_ids"] += [pad_id] * padding
+        columns["position_ids"] += range(padding)  # the padding is a sequence of its own
+        columns["labels"] += [IGNORE] * padding
+        columns["segments"] += [len(samples)] * padding
+    buffer = array.array("q", [v for name in fields for v in columns[name]])
+    stacked = torch.frombuffer(buffer, dtype=torch.long).view(len(fields), len(rows), width)
+    batch = dict(zip(fields, stacked.unbind(0)))
+    batch["ids"] = torch.tensor([s.id for s in samples], dtype=torch.long)
+    return batch
 
 
 def epoch_order(ids: Sequence[int], seed: int, epoch: int) -> list[int]:
