@@ -131,7 +131,7 @@ def run_cell(code_dir: Path, config_file: Path, out: Path) -> dict:
     if not Path(imported).resolve().is_relative_to(code_dir.resolve()):
         raise SystemExit(f"the cell of {code_dir} would import seal_ray from {imported}")
     cpu, start = _children_cpu_s(), time.perf_counter()
-    subprocess.run([sys.executable, "-m", "seal_ray.cli", "run", "--config", str(config_file), "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "seal_ray.cli", "run", str(config_file), "--out", str(out)],
                    cwd=code_dir, env=env, check=True, stdout=subprocess.DEVNULL)
     wall, cpu = time.perf_counter() - start, _children_cpu_s() - cpu
     markers = [json.loads(p.read_text()) for p in out.glob("stages/*/*/_COMPLETE.json")]
@@ -181,22 +181,32 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the base data per loop measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the minimal and the pipeline loop")
     parser.add_argument("--no-cell", action="store_true", help="skip the whole-cell comparison with 9d928f2")
+    parser.add_argument("--no-loop", action="store_true", help="skip the loop measurements (only the cells)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if not args.no_loop:
+        measure_loop(args.epochs, args.rounds)
+    if not args.no_cell:
+        measure_cells()
+    return 0
+
+
+def measure_loop(epochs: int, rounds: int) -> None:
     peak = matmul_peak_flops()
-    loop = loop_figures(args.epochs, args.rounds)
+    loop = loop_figures(epochs, rounds)
     achieved = loop["pipeline_tokens_per_s"] * loop["flops_per_token"]
     print(f"machine: {os.cpu_count()} CPUs, 1 torch thread; load average (1 min) now {os.getloadavg()[0]:.1f}")
     print(f"1-thread fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (1024^3, best of 5, CPU time)")
     print(f"default mini model: {loop['flops_per_token'] / 1e3:.0f} kFLOP per trained token (fwd+bwd, mean sample "
           f"{loop['mean_length']:.1f} tokens); batches packed: {loop['packed']}")
-    print(f"base-data training, {args.epochs} epochs x {args.rounds} rounds, tokens per CPU second: pipeline loop "
+    print(f"base-data training, {epochs} epochs x {rounds} rounds, tokens per CPU second: pipeline loop "
           f"{loop['pipeline_tokens_per_s']:.0f}, minimal loop {loop['minimal_tokens_per_s']:.0f}")
     print(f"pipeline loop: {achieved / 1e9:.1f} GFLOP/s on non-padding tokens = {achieved / peak:.3f} of the matmul peak")
     result("loop_vs_minimal_ratio", loop["pipeline_tokens_per_s"] / loop["minimal_tokens_per_s"])
     result("padding_share", loop["padding_share"])
-    if args.no_cell:
-        return 0
+
+
+def measure_cells() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cells = cell_figures(Path(tmp))
     print_cell(cells)
@@ -208,7 +218,6 @@ def main() -> int:
     result(f"tokens_per_core_s_vs_{BASE_COMMIT}", (new["tokens"] / new["cpu"]) / (old["tokens"] / old["cpu"]))
     print(f"(wall-time ratio, for reference: {(new['tokens'] / new['wall']) / (old['tokens'] / old['wall']):.2f}; "
           f"load average (1 min) at the end {os.getloadavg()[0]:.1f})")
-    return 0
 
 
 if __name__ == "__main__":
