@@ -82,8 +82,8 @@ def _measure_in_process(config: CellConfig, storage: str, quiet: bool) -> dict[s
 
     log = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
     log(f"[calibrate] seed {config.seed}")
-    executor = LocalExecutor(isolate=config.resources.isolate_stages)
-    return measure_seed(config, StageStore(storage), executor, log)
+    with LocalExecutor(isolate=config.resources.isolate_stages) as executor:
+        return measure_seed(config, StageStore(storage), executor, log)
 
 
 def calibrate(config: CellConfig, seeds: list[int], storage: str, *, jobs: int = 1,

@@ -32,8 +32,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     store = StageStore(args.storage or out)
     start = time.perf_counter()
-    pipeline = CellPipeline(config, store, LocalExecutor(isolate=config.resources.isolate_stages), log=_print)
-    outcome = pipeline.run()
+    with LocalExecutor(isolate=config.resources.isolate_stages) as executor:
+        pipeline = CellPipeline(config, store, executor, log=_print)
+        outcome = pipeline.run()
     out.mkdir(parents=True, exist_ok=True)
     for name, path in pipeline.artifacts(outcome).items():
         shutil.copyfile(path, out / path.name)

@@ -32,7 +32,7 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
     stats = train_sft(
         model, encoded, kept, stage="finetune", epochs=config.finetune.epochs, lr=config.finetune.lr,
         batch_size=config.finetune.batch_size, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, betas=tuple(config.finetune.betas),
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=config.resources.pack_batches, betas=tuple(config.finetune.betas),
         max_grad_norm=config.finetune.max_grad_norm, lr_schedule=config.finetune.lr_schedule, log=log, recorder=recorder,
     )
     if dist.is_main:

@@ -66,7 +66,7 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
     logits, stats = train_selector(
         model, aux_model, init_logits(len(ft_rows), config.selector.activation, config.selector.init),
         encoded_ft, encoded_safe, setup=setup, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log, recorder=recorder,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=config.resources.pack_batches, log=log, recorder=recorder,
     )
     # Every worker's omega replica, to check that they stay bit-identical (SEAL.md, "Distributed training").
     omega_sha256 = dist.all_gather_objects(hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest())
