@@ -76,7 +76,10 @@ def lease(storage: Storage, rel: str, on_wait: Callable[[], None] = lambda: None
             log(f"the lease {rel} was taken over while held (not refreshed for {LEASE_S:.0f} s); "
                 "its work may have been done twice, each copy whole")
         else:
-            storage.delete_if(rel, version)
+            try:
+                storage.delete_if(rel, version)
+            except Exception as err:  # noqa: BLE001 - the work is done: a lease left behind only goes stale
+                log(f"could not delete the lease {rel} ({err}); others take it over after {LEASE_S:.0f} s")
 
 
 def _take(storage: Storage, rel: str, payload: Callable[[], str], on_wait: Callable[[], None],

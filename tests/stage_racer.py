@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 
 
@@ -40,9 +41,14 @@ def need_stages(env: dict[str, str], uri: str, rounds: list[dict], journal: str,
             return {"computed_by": os.getpid()}
 
         start.wait()
-        result = store.run("shared", race["key"], compute, log=lambda line: None)
-        results.put({"round": number, "pid": os.getpid(), "cached": result.cached,
-                     "computed_by": result.meta["computed_by"], "out": (result.dir / "out.txt").read_text()})
+        try:
+            result = store.run("shared", race["key"], compute, log=lambda line: None)
+            results.put({"round": number, "pid": os.getpid(), "cached": result.cached,
+                         "computed_by": result.meta["computed_by"], "out": (result.dir / "out.txt").read_text()})
+        except Exception:  # noqa: BLE001 - reported to the test, which fails on it
+            results.put({"round": number, "pid": os.getpid(), "error": traceback.format_exc()})
+            start.abort()  # the other racers stop at the next round instead of waiting for this one
+            raise
 
 
 def _note(journal: str, number: int, event: str, directory: Path) -> None:

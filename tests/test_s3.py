@@ -78,9 +78,12 @@ def _race(uri: str, rounds: list[dict], machines: list[str], tmp_path: Path, *,
               for cache in machines]
     for racer in racers:
         racer.start()
-    got = [results.get(timeout=120) for _ in racers for _ in rounds]
+    got = []
+    while len(got) < len(racers) * len(rounds) and not any(g.get("error") for g in got):
+        got.append(results.get(timeout=300))
     for racer in racers:
-        racer.join(timeout=30)
+        racer.join(timeout=60)
+    assert not [g["error"] for g in got if g.get("error")], "a racer failed"
     assert [racer.exitcode for racer in racers] == [0] * len(racers)
     return [([g for g in got if g["round"] == number], stage_racer.computations(journal, number))
             for number in range(len(rounds))]
