@@ -23,6 +23,7 @@ import functools
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -147,15 +148,15 @@ class Storage:
         """Write `rel` only if no object has that name: its version if this call created it, else None."""
         if self.exclusive_writes:
             return self._s3_put(rel, text, IfNoneMatch="*")
-        if self.read_text(rel) is not None:
+        if self._read_contended(rel) is not None:
             return None
         self.write_text(rel, text)
-        return text if self.read_text(rel) == text else None
+        return text if self._read_contended(rel) == text else None
 
     def read_versioned(self, rel: str) -> tuple[str, str] | None:
         """(text, version) of `rel`, or None when it does not exist."""
         if not self.exclusive_writes:
-            text = self.read_text(rel)
+            text = self._read_contended(rel)
             return None if text is None else (text, text)
         try:
             reply = self._s3_client().get_object(**self._s3_location(rel))
@@ -169,15 +170,15 @@ class Storage:
         """Overwrite `rel` only if its version is still `version`: the new version, or None if it changed."""
         if self.exclusive_writes:
             return self._s3_put(rel, text, IfMatch=version)
-        if self.read_text(rel) != version:
+        if self._read_contended(rel) != version:
             return None
         self.write_text(rel, text)
-        return text if self.read_text(rel) == text else None
+        return text if self._read_contended(rel) == text else None
 
     def delete_if(self, rel: str, version: str) -> None:
         """Delete `rel` only if its version is still `version` (a lease taken over is left to its new holder)."""
         if not self.exclusive_writes:
-            if self.read_text(rel) == version:
+            if self._read_contended(rel) == version:
                 self.delete(rel)
             return
         try:
@@ -185,6 +186,18 @@ class Storage:
         except _s3_errors() as err:
             if _s3_code(err) not in _S3_LOST:
                 raise
+
+    def _read_contended(self, rel: str, tries: int = 5) -> str | None:
+        """`read_text` of an object others may be replacing: pyarrow fails a read whose object changed
+        size between its HEAD and its GET ("Failed to flush response stream"); read again."""
+        for attempt in range(tries):
+            try:
+                return self.read_text(rel)
+            except OSError:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return None
 
     def _s3_put(self, rel: str, text: str, **condition: str) -> str | None:
         try:
