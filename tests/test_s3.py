@@ -100,7 +100,7 @@ def test_eight_machines_racing_for_a_stage_on_s3_compute_it_once_and_all_reuse_i
     machines = [str(tmp_path / f"machine-{i}") for i in range(8)]
     rounds = [
         # computing takes longer than LEASE_S: only the holder's refreshes keep the others waiting
-        {"key": {"round": 1}, "compute_s": 2.0, "lease_s": 1.0},
+        {"key": {"round": 1}, "compute_s": 4.0, "lease_s": 3.0},
         # a stale lease left by a holder that died: exactly one racer takes it over
         {"key": {"round": 2, "stale_lease": True}, "compute_s": 0.5, "lease_s": 60.0},
         {"key": {"round": 3}, "compute_s": 0.5, "lease_s": 60.0},
@@ -129,3 +129,23 @@ def test_two_processes_on_one_machine_never_compute_into_one_mirror_folder(s3_bu
     assert len(computed) == 1  # the second waited on the folder lock, then found the stage complete
     assert sorted(g["cached"] for g in got) == [False, True]
     assert {g["out"] for g in got} == {str(computed[0]["pid"])}
+
+
+def test_two_processes_on_one_machine_download_a_stage_computed_elsewhere_one_at_a_time(s3_bucket, tmp_path):
+    client, uri = s3_bucket
+    key = {"computed": "elsewhere"}
+
+    def compute(directory):
+        for i in range(40):  # many objects: a long download, a wide window for two downloads to collide
+            (directory / f"part-{i:02d}.txt").write_text(str(i))
+        (directory / "out.txt").write_text("elsewhere")
+        return {"computed_by": 0}
+
+    StageStore(uri).run("shared", key, compute, log=lambda line: None)  # machine "cache-a"
+    machine = str(tmp_path / "another-machine")
+    [(got, computed)] = _race(uri, [{"key": key, "compute_s": 0.0, "lease_s": 60.0}], [machine, machine], tmp_path)
+    assert computed == [] and [g["cached"] for g in got] == [True, True]
+    assert {g["out"] for g in got} == {"elsewhere"}
+    mirrored = StageStore(uri).stage_dir("shared", stable_hash(key)).relative_to(tmp_path / "cache-a")
+    assert sorted(p.name for p in (Path(machine) / mirrored).iterdir()) == sorted(
+        p.name for p in (tmp_path / "cache-a" / mirrored).iterdir())
