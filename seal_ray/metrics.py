@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from seal_ray.selector import has_logit
+
 
 def win_rate(pairwise: Sequence[float]) -> float:
     """Percent; pairwise holds 1 (win), 0.5 (tie), 0 (loss) per prompt."""
@@ -36,7 +38,8 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 
 def selector_quality(logits: torch.Tensor | None, labels_by_id: dict[int, str], kept_ids: Sequence[int]) -> dict[str, float]:
-    """AUROC of the logits for clean (positive) vs unsafe, and the make-up of the dropped rows."""
+    """AUROC of the logits (indexed by id) for clean (positive) vs unsafe and vs low_quality, and the make-up
+    of the rows not kept. A high AUROC means the selector ranks clean rows above bad ones."""
     kept = set(kept_ids)
     dropped = [i for i in labels_by_id if i not in kept]
     metrics = {
@@ -47,8 +50,10 @@ def selector_quality(logits: torch.Tensor | None, labels_by_id: dict[int, str], 
         "selector/auroc_low_quality": float("nan"),
     }
     if logits is not None:
+        # Rows with no logit (NO_LOGIT: over-long or empty, never trained on) are not ranked by the selector.
+        ranked = set(has_logit(logits).nonzero().flatten().tolist())
         for bad in ("unsafe", "low_quality"):
-            ids = [i for i, label in labels_by_id.items() if label in ("clean", bad) and i < logits.numel()]
+            ids = [i for i, label in labels_by_id.items() if label in ("clean", bad) and i in ranked]
             metrics[f"selector/auroc_{bad}"] = auroc(logits[ids].tolist(), [labels_by_id[i] == "clean" for i in ids])
     return metrics
 
