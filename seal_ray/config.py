@@ -124,6 +124,11 @@ class SelectorConfig:
     model_lr: float = _f(1e-3, "theta learning rate during selector training, alpha", gt=0.0)
     aux_lr: float = _f(1e-3, "theta_hat learning rate (Algorithm 1), beta", gt=0.0)
     batch_size: int = _f(32, "global batch of D_ft ids per step (a safe batch of the same size goes with it)", ge=1)
+    epoch: str = _f(
+        "cycle_safe", "one selector epoch: cycle_safe: one pass over D_ft, the safe set cycled beside it; zip_shortest: "
+        "the reference code's zip(safe, ft), ending with the shorter set (docs/fidelity.md)",
+        choices=["cycle_safe", "zip_shortest"],
+    )
 
 
 @dataclass

@@ -9,9 +9,11 @@ import torch
 from seal_ray.selector import has_logit
 
 
-def win_rate(pairwise: Sequence[float]) -> float:
-    """Percent; pairwise holds 1 (win), 0.5 (tie), 0 (loss) per prompt."""
-    return 100.0 * sum(pairwise) / len(pairwise) if pairwise else float("nan")
+def win_rate(pairwise: Sequence[float | None]) -> float:
+    """Percent; pairwise holds 1 (win), 0.5 (tie), 0 (loss) per prompt, or None where the judge gave no
+    verdict (an error): errors are left out, never counted as a loss or a win. NaN when no verdict is left."""
+    verdicts = [v for v in pairwise if v is not None]
+    return 100.0 * sum(verdicts) / len(verdicts) if verdicts else float("nan")
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:

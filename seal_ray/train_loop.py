@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from seal_ray.algorithms import seal_objectives, sft_objective
-from seal_ray.batching import CyclingIds, Encoded, collate, global_batches, local_share, micro_batches
+from seal_ray.batching import CyclingIds, Encoded, collate, global_batches, local_share, micro_batches, selector_steps
 from seal_ray.checkpoints import Checkpointer
 from seal_ray.distributed import LocalDist, all_reduce_gradients
 from seal_ray.errors import StageFailed
@@ -129,6 +129,7 @@ class SelectorSetup:
     aux_lr: float
     batch_size: int
     schedule: PenaltySchedule
+    epoch_rule: str = "cycle_safe"  # selector.epoch: cycle_safe | zip_shortest (batching.selector_steps)
 
 
 def train_selector(
@@ -193,9 +194,9 @@ def train_selector(
     for epoch in range(start_epoch, setup.epochs):
         upper_weight = setup.schedule.upper_weight(epoch)
         total, count = 0.0, 0
-        for step, ft_batch in enumerate(global_batches(ft_ids, setup.batch_size, seed, epoch)):
+        for step, (ft_batch, safe_batch) in enumerate(
+                selector_steps(ft_ids, safe_batches, setup.batch_size, seed, epoch, setup.epoch_rule)):
             maybe_inject_fault("selector", epoch, step)
-            safe_batch = safe_batches.next_batch()
             for opt in (theta_opt, omega_opt, aux_opt):
                 if opt is not None:
                     opt.zero_grad(set_to_none=False)

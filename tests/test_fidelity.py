@@ -193,3 +193,161 @@ def test_reference_schemas_are_read_as_the_reference_reads_them():
     assert read({"q": "a", "a": "b"}, input_key="q", output_key="a") == ("Human: a\nAssistant: ", "b")
     with pytest.raises(UserError, match="none of the schemas"):
         read({"text": "hello"})
+
+
+# --- label blindness and rows with no logit, at the stages ---------------------------------------
+
+
+def _run_selector_stage(root, config, world):
+    """(data dir, selector dir, the worker's result) after the selector stage on `world`, from an untrained mini
+    base (seconds)."""
+    from seal_ray.checkpoints import Checkpointer
+    from seal_ray.distributed import LocalDist
+    from seal_ray.models import build_mini_model, save_model
+    from seal_ray.pipeline import worker_spec
+    from seal_ray.stages import selector
+    from seal_ray.stages.base import MAX_POSITIONS
+    from seal_ray.stages.common import MODEL_DIR, WORLD_FILE
+    from seal_ray.stages.data import LABELS_FILE
+    from seal_ray.tokenizer import CharTokenizer
+
+    data_dir, base_dir, selector_dir = root / "data", root / "base", root / "selector"
+    for folder in (data_dir, base_dir, selector_dir):
+        folder.mkdir(parents=True)
+    (data_dir / WORLD_FILE).write_text(json.dumps(world))
+    (data_dir / LABELS_FILE).write_text(json.dumps([row["label"] for row in world["ft"]]))
+    tokenizer = CharTokenizer()
+    save_model(build_mini_model(config.model, tokenizer, 0, MAX_POSITIONS), tokenizer, base_dir / MODEL_DIR)
+    spec = worker_spec(config, selector_dir, data_dir=data_dir, base_dir=base_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.resources.torch_threads)  # as a stage's worker runs (executor.run_on_worker)
+    try:
+        result = selector.worker(spec, LocalDist(), Checkpointer(None), lambda line: None)
+    finally:
+        torch.set_num_threads(threads)
+    return data_dir, selector_dir, result
+
+
+@pytest.fixture
+def blind_config(tiny_overrides, tmp_path):
+    from tests.test_baselines import write_safety
+
+    safety = write_safety(tmp_path / "safety.jsonl", 20)
+    return load_cell_config(None, [*tiny_overrides, "selector.epochs=1", f"selection.safety_file={safety}",
+                                   "selection.safety_fields={prompt: instruction, response: output}"])
+
+
+def test_permuting_the_hidden_labels_changes_no_selection_only_the_oracle_and_the_metrics(tmp_path, blind_config):
+    import dataclasses
+
+    from seal_ray.metrics import selector_quality
+    from seal_ray.stages import select
+    from seal_ray.stages.common import EXTRA_FILE, KEPT_FILE
+    from seal_ray.world import make_world
+
+    world = make_world(blind_config.world, 0)
+    labels = [row["label"] for row in world["ft"]]
+    permuted = json.loads(json.dumps(world))
+    shuffled = labels[:]
+    random.Random(1).shuffle(shuffled)
+    assert shuffled != labels
+    for row, label in zip(permuted["ft"], shuffled):
+        row["label"] = label
+    outputs = {}
+    for name, rows in (("true", world), ("permuted", permuted)):
+        data_dir, selector_dir, _ = _run_selector_stage(tmp_path / name, blind_config, rows)
+        files = {"selector": (selector_dir / "selector.pt").read_bytes()}
+        for method in ("seal", "random", "dsir", "safeinstr", "oracle"):
+            config = dataclasses.replace(blind_config, selection=dataclasses.replace(blind_config.selection, method=method))
+            work_dir = tmp_path / name / method
+            work_dir.mkdir()
+            select.run(config, data_dir, selector_dir, work_dir, lambda line: None)
+            files[method] = (work_dir / KEPT_FILE).read_bytes()
+            if (work_dir / EXTRA_FILE).exists():
+                files[f"{method}/extra"] = (work_dir / EXTRA_FILE).read_bytes()
+        outputs[name] = files
+    true, perm = outputs["true"], outputs["permuted"]
+    for name in ("selector", "seal", "random", "dsir", "safeinstr", "safeinstr/extra"):
+        assert true[name] == perm[name], f"{name} read the hidden labels"
+    assert true["oracle"] != perm["oracle"]  # only the oracle reads them
+    logits = load_selector(tmp_path / "true" / "selector" / "selector.pt")
+    kept = json.loads(true["seal"])
+    metric = "selector/auroc_unsafe"
+    assert selector_quality(logits, dict(enumerate(labels)), kept)[metric] != \
+        selector_quality(logits, dict(enumerate(shuffled)), kept)[metric]
+
+
+def test_rows_with_no_logit_are_outside_the_softmax_and_get_minus_infinity(tmp_path, tiny_overrides):
+    """Over-long rows inserted into D_ft leave every other logit bit-identical to a D_ft without them."""
+    from seal_ray.world import make_world
+
+    config = load_cell_config(None, [*tiny_overrides, "selector.epochs=1"])
+    world = make_world(config.world, 0)
+    long_row = {"prompt": "x" * 200, "response": "y", "task": "harmful", "label": "unsafe"}
+    with_long = json.loads(json.dumps(world))
+    dropped = [3, 40]  # two: the safe set (20% of |D_ft|, rounded) keeps its size
+    for position in dropped:
+        with_long["ft"].insert(position, dict(long_row))
+    with_long["ft"] = [{**row, "id": i} for i, row in enumerate(with_long["ft"])]
+    _, with_dir, _ = _run_selector_stage(tmp_path / "with", config, with_long)
+    _, without_dir, _ = _run_selector_stage(tmp_path / "without", config, world)
+    full = load_selector(with_dir / "selector.pt")
+    plain = load_selector(without_dir / "selector.pt")
+    assert full.numel() == len(with_long["ft"]) and torch.isneginf(full).nonzero().flatten().tolist() == dropped
+    assert torch.equal(full[torch.isfinite(full)], plain)
+    assert json.loads((with_dir / "eligible_ids.json").read_text()) == [
+        i for i in range(len(with_long["ft"])) if i not in dropped]
+    # AUROC ranks only rows with a logit: the inserted (unsafe-labelled) rows do not count.
+    from seal_ray.metrics import selector_quality
+
+    labels = {row["id"]: row["label"] for row in with_long["ft"]}
+    plain_labels = {row["id"]: row["label"] for row in world["ft"]}
+    assert selector_quality(full, labels, [])["selector/auroc_unsafe"] == \
+        selector_quality(plain, plain_labels, [])["selector/auroc_unsafe"]
+
+
+# --- selector.epoch: cycle_safe (default) | zip_shortest (the reference code's) -----------------------
+
+
+def test_zip_shortest_ends_an_epoch_with_the_shorter_set_and_cycle_safe_covers_d_ft():
+    from seal_ray.batching import CyclingIds, selector_steps
+
+    ft = list(range(100))
+
+    def safe(n: int) -> CyclingIds:
+        return CyclingIds(list(range(1000, 1000 + n)), 10, seed=0)
+
+    cycled = list(selector_steps(ft, safe(10), 10, 0, 0, "cycle_safe"))  # a safe set of 10% of D_ft
+    assert len(cycled) == 10 and sorted(i for ft_batch, _ in cycled for i in ft_batch) == ft
+    assert all(sorted(safe_batch) == list(range(1000, 1010)) for _, safe_batch in cycled)
+    zipped = list(selector_steps(ft, safe(10), 10, 0, 0, "zip_shortest"))
+    assert len(zipped) == 1  # 10% of the steps, 10% of D_ft seen this epoch
+    assert [b for b, _ in zipped] == [b for b, _ in cycled[:1]]
+    # A safe set as large as D_ft (the paper's: 112,000 rows each): both rules walk D_ft alike.
+    assert [b for b, _ in selector_steps(ft, safe(100), 10, 0, 1, "zip_shortest")] == \
+        [b for b, _ in selector_steps(ft, safe(100), 10, 0, 1, "cycle_safe")]
+
+
+def test_selector_epoch_is_validated_and_only_a_non_default_rule_enters_the_cache_key(tiny_overrides):
+    from seal_ray.stages import selector
+
+    with pytest.raises(ConfigError, match="did you mean 'zip_shortest'"):
+        load_cell_config(None, [*tiny_overrides, "selector.epoch=zip_short"])
+    default = load_cell_config(None, tiny_overrides)
+    zipped = load_cell_config(None, [*tiny_overrides, "selector.epoch=zip_shortest"])
+    assert default.selector.epoch == "cycle_safe" and "epoch" not in selector.key(default, "d", "b")["selector"]
+    assert selector.key(zipped, "d", "b")["selector"]["epoch"] == "zip_shortest"
+
+
+def test_the_selector_stage_trains_on_fewer_steps_with_zip_shortest_and_a_small_safe_set(tmp_path, tiny_overrides):
+    from seal_ray.world import make_world
+
+    tokens = {}
+    for rule in ("cycle_safe", "zip_shortest"):
+        config = load_cell_config(None, [*tiny_overrides, "selector.epochs=1", "data.safe_fraction=0.1",
+                                         f"selector.epoch={rule}"])
+        world = make_world(config.world, 0)
+        tokens[rule] = _run_selector_stage(tmp_path / rule, config, world)[2]["tokens"]
+    # 60 D_ft rows, a safe set of 6, batch 8: cycle_safe makes 8 steps (all of D_ft), zip_shortest 1 step
+    # (8 D_ft rows and the 6 safe rows): a fraction of the tokens.
+    assert tokens["zip_shortest"] < tokens["cycle_safe"] / 4

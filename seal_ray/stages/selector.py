@@ -27,12 +27,19 @@ def key(config: CellConfig, data_hash: str, base_hash: str) -> dict:
     key = {
         "data": data_hash, "base": base_hash, "seed": config.seed,
         "safe_fraction": config.data.safe_fraction, "safe_fraction_unit": config.data.safe_fraction_unit,
-        "selector": dataclasses.asdict(config.selector), "penalty": dataclasses.asdict(config.penalty),
+        "selector": _selector_key(config), "penalty": dataclasses.asdict(config.penalty),
         "template": config.data.template, "max_len": config.data.max_len,
     }
     if config.model.lora.enabled:  # only then: full fine-tuning cells keep the keys they were cached under
         key["lora"] = dataclasses.asdict(config.model.lora)
     return key
+
+
+def _selector_key(config: CellConfig) -> dict:
+    selector = dataclasses.asdict(config.selector)
+    if selector["epoch"] == "cycle_safe":  # the default keeps the key selectors were cached under before the field
+        selector.pop("epoch")
+    return selector
 
 
 def worker(spec: dict, dist, checkpointer, log) -> dict:
@@ -59,7 +66,7 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
         activation=config.selector.activation, algorithm=config.selector.algorithm, lr=config.selector.lr,
         betas=tuple(config.selector.betas), epochs=config.selector.epochs, model_lr=config.selector.model_lr,
         aux_lr=config.selector.aux_lr, batch_size=config.selector.batch_size,
-        schedule=PenaltySchedule.from_config(config.penalty),
+        schedule=PenaltySchedule.from_config(config.penalty), epoch_rule=config.selector.epoch,
     )
     logits, stats = train_selector(
         model, aux_model, init_logits(len(trainable_ids), config.selector.activation, config.selector.init),
