@@ -152,6 +152,9 @@ def micro_batches(ids: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(ids[i : i + size])
 
 
+SAFE_SEED_OFFSET = 7919  # the safe set's order is seeded apart from D_ft's
+
+
 class CyclingIds:
     """An endless seeded sequence of global batches over a small set (the safe set beside D_ft)."""
 
@@ -162,6 +165,27 @@ class CyclingIds:
     def next_batch(self) -> list[int]:
         per_pass = max(1, len(self.ids) // self.batch_size)
         pass_index, offset = divmod(self.position, per_pass)
-        order = epoch_order(self.ids, self.seed + 7919, pass_index)
+        order = epoch_order(self.ids, self.seed + SAFE_SEED_OFFSET, pass_index)
         self.position += 1
         return order[offset * self.batch_size : (offset + 1) * self.batch_size]
+
+
+EPOCH_RULES = ("cycle_safe", "zip_shortest")
+
+
+def selector_steps(ft_ids: Sequence[int], safe: CyclingIds, batch_size: int, seed: int, epoch: int,
+                   rule: str) -> Iterator[tuple[list[int], list[int]]]:
+    """One selector epoch as (D_ft batch, safe batch) pairs, by the rule of `selector.epoch`.
+
+    cycle_safe: every D_ft batch once, each beside the next batch of the safe set cycled endlessly, so the
+    epoch covers D_ft whatever the safe set's size. zip_shortest: the reference code's
+    `zip(safe_loader, ft_loader)`: both sets reshuffled each epoch, the epoch ends with the shorter one (a
+    safe set of 10% of D_ft makes 10% of the steps)."""
+    ft_batches = global_batches(ft_ids, batch_size, seed, epoch)
+    if rule == "zip_shortest":
+        yield from zip(ft_batches, global_batches(safe.ids, batch_size, safe.seed + SAFE_SEED_OFFSET, epoch))
+        return
+    if rule != "cycle_safe":
+        raise ValueError(f"unknown selector epoch rule '{rule}'; allowed: {', '.join(EPOCH_RULES)}")
+    for ft_batch in ft_batches:
+        yield ft_batch, safe.next_batch()

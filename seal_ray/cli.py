@@ -207,20 +207,48 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from seal_ray.selector import keep_count, length_warning, load_selector, top_p_ids
+    from seal_ray.selector import has_logit, keep_count, length_warning, load_selector, top_p_of_file
 
     if not 0 < args.topp <= 1:
         raise UserError(f"--topp: {args.topp} is out of range; it must be in (0, 1]")
+    if (args.dataset is None) != (args.tokenizer is None):
+        raise UserError("--dataset and --tokenizer go together: the reference's filter needs both to map positions to row ids")
+    if (args.input_key is None) != (args.output_key is None):
+        raise UserError("--input-key and --output-key go together (the reference reads both or neither)")
     logits = load_selector(args.selector)
-    if args.dataset_size is not None:
-        warning = length_warning(logits.numel(), args.dataset_size)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
-    kept = top_p_ids(logits, list(range(logits.numel())), args.topp)
+    if args.dataset is None:
+        if args.dataset_size is not None:
+            warning = length_warning(logits.numel(), args.dataset_size)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
+        row_ids, what = list(range(logits.numel())), "positions"
+    else:
+        row_ids, what = _reference_row_ids(args, logits.numel()), "row ids"
+    kept = top_p_of_file(logits, row_ids, args.topp)
+    n_logits = int(has_logit(logits).sum())  # entries of rows with no logit (NO_LOGIT) take no part
     Path(args.out).write_text(json.dumps(kept))
-    _print(f"kept {len(kept)} of {logits.numel()} ids (k = floor({args.topp} * {logits.numel()}) = "
-           f"{keep_count(logits.numel(), args.topp)}); written to {args.out}")
+    _print(f"kept {len(kept)} of {n_logits} {what} (k = floor({args.topp} * {n_logits}) = "
+           f"{keep_count(n_logits, args.topp)}); written to {args.out}")
+    if what == "positions":
+        _print("these are positions in the selector file, not row ids: a selector written by the reference code has "
+               "no logit for the rows its filter dropped; give --dataset and --tokenizer to map them to row ids")
     return 0
+
+
+def _reference_row_ids(args: argparse.Namespace, n_logits: int) -> list[int]:
+    """Row id of each logit: the reference's filter rebuilt over --dataset with --tokenizer (official_selector.py)."""
+    from seal_ray.config import RecipeSource
+    from seal_ray.official_selector import check_mapping, load_reference_tokenizer, reference_mapping
+    from seal_ray.recipes import read_records
+
+    _, records = read_records(RecipeSource(path=args.dataset, limit=args.max_samples), "--dataset")
+    tokenizer = load_reference_tokenizer(args.tokenizer, "--tokenizer")
+    mapping = reference_mapping(records, tokenizer, max_len=args.max_len, template=args.template,
+                                input_key=args.input_key, output_key=args.output_key)
+    _print(mapping.describe())
+    check_mapping(mapping, n_logits, args.selector, "the dataset file and its first --max-samples rows, the tokenizer, "
+                  "--max-len and --template of the run that wrote it")
+    return mapping.ids
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -306,11 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("--seeds", type=int, help="plan seeds 0..N-1 instead of the file's seeds")
     pln.set_defaults(handler=cmd_plan)
 
+    from seal_ray.official_selector import REFERENCE_MAX_LEN, REFERENCE_TEMPLATE
+
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")
     sel.add_argument("--topp", type=float, required=True, help="share of ids kept, in (0, 1]")
     sel.add_argument("--out", required=True, help="JSON list of kept ids")
     sel.add_argument("--dataset-size", type=int, help="rows of the dataset; warns when the selector's length differs")
+    ref = sel.add_argument_group("row ids", "map the file's positions to row ids (a row's index in --dataset) by "
+                                 "rebuilding the reference code's filter: over-long prompts and empty rows have no logit")
+    ref.add_argument("--dataset", help="the dataset the selector was trained on: jsonl/json/csv/parquet file or hub id")
+    ref.add_argument("--tokenizer", help="the tokenizer it used: a local directory or a hub id (AutoTokenizer)")
+    ref.add_argument("--max-len", type=int, default=REFERENCE_MAX_LEN,
+                     help=f"the run's --max_len (default {REFERENCE_MAX_LEN}, the Llama-3 script)")
+    ref.add_argument("--template", default=REFERENCE_TEMPLATE, help="the run's --input_template (default %(default)r)")
+    ref.add_argument("--max-samples", type=int, help="the run's --max_samples: only the first N rows (default all)")
+    ref.add_argument("--input-key", help="the run's --input_key (a prompt column); default: the schema decides")
+    ref.add_argument("--output-key", help="the run's --output_key (a response column)")
     sel.set_defaults(handler=cmd_select)
     return parser
 

@@ -136,6 +136,11 @@ class SelectorConfig:
     model_max_grad_norm: Optional[float] = _f(1.0, "clip theta's gradient norm (the reference: 1.0); null: no clipping", gt=0.0)
     max_grad_norm: Optional[float] = _f(10.0, "clip the selector's gradient norm (the reference: 10.0); null: no clipping",
                                         gt=0.0)
+    epoch: str = _f(
+        "cycle_safe", "one selector epoch: cycle_safe: one pass over D_ft, the safe set cycled beside it; zip_shortest: "
+        "the reference code's zip(safe, ft), ending with the shorter set (docs/fidelity.md)",
+        choices=["cycle_safe", "zip_shortest"],
+    )
 
 
 @dataclass

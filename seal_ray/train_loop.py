@@ -16,7 +16,9 @@ from typing import Callable
 import torch
 
 from seal_ray.algorithms import seal_objectives, sft_objective
-from seal_ray.batching import CyclingIds, Encoded, collate, collate_packed, global_batches, local_share, micro_batches
+from seal_ray.batching import (
+    CyclingIds, Encoded, collate, collate_packed, global_batches, local_share, micro_batches, selector_steps,
+)
 from seal_ray.checkpoints import Checkpointer
 from seal_ray.curves import SEAL_TERMS, CurveRecorder, seal_terms
 from seal_ray.distributed import LocalDist, all_reduce_gradients
@@ -212,6 +214,7 @@ class SelectorSetup:
     model_betas: tuple[float, float] = (0.9, 0.999)
     model_max_grad_norm: float | None = None
     max_grad_norm: float | None = None
+    epoch_rule: str = "cycle_safe"  # selector.epoch: cycle_safe | zip_shortest (batching.selector_steps)
 
 
 def train_selector(
@@ -285,10 +288,10 @@ def train_selector(
     for epoch in range(start_epoch, setup.epochs):
         upper_weight = setup.schedule.upper_weight(epoch)
         total, count = 0.0, 0
-        for step, ft_batch in enumerate(global_batches(ft_ids, setup.batch_size, seed, epoch)):
+        for step, (ft_batch, safe_batch) in enumerate(
+                selector_steps(ft_ids, safe_batches, setup.batch_size, seed, epoch, setup.epoch_rule)):
             maybe_inject_fault("selector", epoch, step)
             recorder.begin_step(epoch, step)
-            safe_batch = safe_batches.next_batch()
             for opt in (theta_opt, omega_opt, aux_opt):
                 if opt is not None:
                     opt.zero_grad(set_to_none=False)

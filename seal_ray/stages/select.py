@@ -20,7 +20,8 @@ from seal_ray.baselines import dsir_keep, safety_count, safety_rows
 from seal_ray.config import CellConfig, RecipeSource
 from seal_ray.errors import UserError
 from seal_ray.recipes import load_rows, source_digest
-from seal_ray.selector import keep_count, length_warning, load_selector, top_p_ids
+from seal_ray.official_selector import cell_logit_ids
+from seal_ray.selector import expand_logits, keep_count, load_selector, top_p_ids, top_p_of_file
 from seal_ray.stages.common import EXTRA_FILE, KEPT_FILE, load_world, safe_set_size
 from seal_ray.stages.selector import SELECTOR_FILE
 
@@ -60,6 +61,9 @@ def key(config: CellConfig, data_hash: str, selector_hash: str | None) -> dict:
         spec["seed"] = config.seed
     elif method == "file":
         spec["file"] = file_digest(selection.selector_file)
+        # What the rebuilt filter of a reference-code file depends on (official_selector.cell_logit_ids).
+        spec["mapping"] = {"tokenizer": config.model.name_or_path, "max_len": config.data.max_len,
+                           "template": config.data.template}
     elif method == "dsir":
         spec["dsir"] = {"ngrams": selection.dsir_ngrams, "buckets": selection.dsir_buckets,
                         "safe_fraction": config.data.safe_fraction, "safe_fraction_unit": config.data.safe_fraction_unit}
@@ -102,12 +106,12 @@ def choose(config: CellConfig, world: dict[str, list[dict]], selector_dir: Path 
         logits = load_selector(selector_dir / SELECTOR_FILE)
         eligible = json.loads((selector_dir / "eligible_ids.json").read_text())
         return top_p_ids(logits[eligible], eligible, topp, count=min(budget, len(eligible))), logits
+    # A reference-code file has no logit for the rows its filter dropped: its positions go through the
+    # rebuilt filter to row ids (official_selector.py), never read as ids (the index shift of SEAL.md).
     logits = load_selector(config.selection.selector_file)
-    warning = length_warning(logits.numel(), len(ids))
-    if warning:
-        log(f"[select] warning: {warning}")
-    usable = [i for i in ids if i < logits.numel()]
-    return top_p_ids(logits[usable], usable, topp), logits
+    row_ids, how = cell_logit_ids(config, logits.numel(), len(ids))
+    log(f"[select] selector file {config.selection.selector_file}: {how}")
+    return top_p_of_file(logits, row_ids, topp), expand_logits(logits, row_ids, len(ids))
 
 
 def extra_rows(config: CellConfig, ft_rows: list[dict], kept: list[int], log, world_safety: list[dict] = ()) -> list[dict]:
