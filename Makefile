@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install demo test test-all calibrate bench clean
+.PHONY: install demo test test-all test-gpu calibrate bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 # Everything, the slow tier included.
 test-all: $(STAMP)
 	$(PYTEST) -q
+
+# The GPU tier (tests marked gpu): run it on a machine with CUDA; without one every test is skipped.
+test-gpu: $(STAMP)
+	$(PYTEST) -m gpu -q -rs
 
 calibrate: $(STAMP)
 	$(VENV)/bin/seal-ray calibrate --seeds 8 --first-seed 100 --jobs 2 --markdown docs/calibration.md --quiet

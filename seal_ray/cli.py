@@ -95,16 +95,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(frame, storage_note: str = "") -> None:
+def _results_text(frame, storage_note: str = "") -> str:
+    """The status counts and, when analysis/ is importable, the paper's tables, as markdown text."""
     from seal_ray.results import status_counts
 
     counts = status_counts(frame)
-    _print("cells x seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + storage_note)
+    text = "cells x seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + storage_note
     try:
         from analysis.report import render_tables_markdown
     except ImportError:
-        return
-    _print(render_tables_markdown(frame))
+        return text
+    return text + "\n" + render_tables_markdown(frame)
+
+
+def _print_results(frame, storage_note: str = "") -> None:
+    _print(_results_text(frame, storage_note))
 
 
 SWEEP_EXIT_CODES = {"done": 0, "failed": 1, "interrupted": 3}
@@ -180,18 +185,27 @@ def cmd_results(args: argparse.Namespace) -> int:
     frame = (load_curves(args.sweep, args.storage) if args.curves
              else load(args.sweep, args.storage, include_retired=args.include_retired))
     if args.format == "table" and args.curves:
-        _print(frame.to_string(index=False, max_rows=40))
+        text = frame.to_string(index=False, max_rows=40)
     elif args.format == "table":
-        _print_results(frame, f" ({resolve(args.sweep, args.storage)})")
+        text = _results_text(frame, f" ({resolve(args.sweep, args.storage).uri})")
     elif args.format == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
+        text = frame.to_csv(index=False)
     elif args.format == "json":
-        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+        text = frame.to_json(orient="records", indent=1) + "\n"
+    elif not args.out:
+        raise UserError("--format parquet needs --out FILE (parquet is binary: it is never printed)")
     else:
-        if not args.out:
-            raise UserError("--format parquet needs --out FILE")
-        frame.to_parquet(args.out)
-        _print(f"{len(frame)} rows written to {args.out}")
+        text = None
+    if not args.out:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        frame.to_parquet(out)
+    else:
+        out.write_text(text)
+    _print(f"{len(frame)} rows written to {out} ({args.format})")
     return 0
 
 
@@ -251,6 +265,12 @@ def _reference_row_ids(args: argparse.Namespace, n_logits: int) -> list[int]:
     return mapping.ids
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from seal_ray.doctor import run_doctor
+
+    return run_doctor(args.address, args.storage, args.sweep, out=_print)
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -306,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("sweep", help="sweep name (under --storage) or the sweep's folder")
     res.add_argument("--storage", default="runs")
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    res.add_argument("--out", help="output file (parquet)")
+    res.add_argument("--out", help="write to this file instead of printing (any format; parquet needs it)")
     res.add_argument("--curves", action="store_true",
                      help="the training curves instead: one row per (cell, seed, stage, step, metric, value)")
     res.add_argument("--include-retired", action="store_true",
@@ -335,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     pln.set_defaults(handler=cmd_plan)
 
     from seal_ray.official_selector import REFERENCE_MAX_LEN, REFERENCE_TEMPLATE
+    doc = commands.add_parser("doctor", help="what a sweep here would meet: Ray, nodes, storage on every node, GPUs, disk")
+    doc.add_argument("sweep", nargs="?", help="also check this sweep file: its cells fit, its judge's API key is set")
+    doc.add_argument("--address", help="Ray address: auto, or HOST:PORT (default: start a local Ray)")
+    doc.add_argument("--storage", default="runs", help="storage root the sweep would use (default runs)")
+    doc.set_defaults(handler=cmd_doctor)
 
     sel = commands.add_parser("select", help="keep the top-p ids of a selector file (official format)")
     sel.add_argument("--selector", required=True, help="1-D float32 tensor file written with torch.save")

@@ -32,6 +32,16 @@ def _must_exist(value: str, field: str, what: str, source: str | None) -> None:
         raise ConfigError(f"{what} {value} does not exist", source=source, field=field)
 
 
+def _must_be_a_selector(path: str, source: str | None) -> None:
+    """An unreadable file or a non-finite logit stops the sweep here, not in the cell's select stage."""
+    from seal_ray.selector import load_selector
+
+    try:
+        load_selector(path)
+    except UserError as err:
+        raise ConfigError(str(err), source=source, field="selection.selector_file") from None
+
+
 def _recipe_slots(config: CellConfig) -> dict[str, str]:
     slots = {"ft": config.data.ft.path, "safe": config.data.safe.path}
     for name in config.evaluation.test_sets:
@@ -61,6 +71,7 @@ def check_cell_inputs(config: CellConfig, source: str | None = None) -> None:
     if selection.method == "file" and selection.selector_file:
         _must_exist(selection.selector_file, "selection.selector_file", "selector file", source)
         check_cell_selector_file(config, source)  # a mini-world cell cannot map a shorter (reference) file
+        _must_be_a_selector(selection.selector_file, source)
     if selection.method in SAFETY_METHODS and selection.safety_file:
         _must_exist(selection.safety_file, "selection.safety_file", "safety file", source)
     if config.model.name_or_path != "mini" and _looks_like_path(config.model.name_or_path):

@@ -6,8 +6,6 @@ SEAL.md, "Selector": weights p(omega) per activation, and the inits of omega.
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -101,18 +99,23 @@ def save_selector(logits: torch.Tensor, path: str | Path) -> None:
 
 
 def load_selector(path: str | Path, expected_len: int | None = None) -> torch.Tensor:
-    """Read a selector file safely (weights_only: a pickle payload is refused, never run)."""
+    """Read a selector file safely (weights_only: a pickle payload is refused, never run) and check it:
+    any file that is not a 1-D float tensor of finite logits is a UserError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"selector file {path}: no such file")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as err:
+    except Exception as err:  # noqa: BLE001 - the unpickler raises anything (KeyError on a text file)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
             f"selector file {path}: not a tensor file loadable with weights_only=True "
-            f"(pickled objects are refused): {first}"
+            f"(a 1-D float32 tensor written with torch.save; pickled objects are refused): {first}"
         ) from None
+    return _checked_logits(loaded, path, expected_len)
+
+
+def _checked_logits(loaded: object, path: Path, expected_len: int | None) -> torch.Tensor:
     if not isinstance(loaded, torch.Tensor):
         raise UserError(f"selector file {path}: expected a 1-D float tensor, found {type(loaded).__name__}")
     if loaded.ndim != 1:
@@ -121,6 +124,11 @@ def load_selector(path: str | Path, expected_len: int | None = None) -> torch.Te
         raise UserError(f"selector file {path}: expected float32 logits, found dtype {loaded.dtype}")
     if expected_len is not None and loaded.numel() != expected_len:
         raise UserError(f"selector file {path}: {loaded.numel()} logits for a dataset of {expected_len} rows")
+    finite = torch.isfinite(loaded)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise UserError(f"selector file {path}: {bad.numel()} logit(s) are NaN or infinite (first at position "
+                        f"{int(bad[0])}); a top-p selection over them would be arbitrary")
     return loaded.detach().to(torch.float32)
 
 

@@ -21,11 +21,13 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from seal_ray.cluster_probe import StorageWatch, check_storage_token, needs_probe, refuse_unshared_storage, write_storage_token
 from seal_ray.config import CellConfig, cell_from_dict, flatten, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.curves import copy_cell_curves
 from seal_ray.pipeline import CellPipeline
 from seal_ray.preflight import check_cell_inputs
+from seal_ray.provenance import launch_env
 from seal_ray.results import RETIRED, load, read_manifest, read_record, sweep_folder, write_record
 from seal_ray.storage import Storage
 from seal_ray.store import StageStore
@@ -77,7 +79,8 @@ def cell_footprint(config: CellConfig) -> dict[str, float]:
 # --- the trial ----------------------------------------------------------------------------------
 
 
-def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict], run_id: str = "") -> None:
+def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict], run_id: str = "",
+                   storage_token: str | None = None) -> None:
     """The Tune function trainable: run one cell x seed, record it, report its metrics.
 
     Tune starts it again when its process or node was lost (RunConfig's FailureConfig); the cell
@@ -85,6 +88,7 @@ def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict
     own resources.max_failures lost attempts in this run (`run_id`) are spent."""
     from ray import tune
 
+    check_storage_token(Storage(folder), storage_token)  # a node with another folder at this path writes nothing
     if "entry" in trial_config:
         entry = table[trial_config["entry"]]
     else:  # an Optuna trial: sampled keys over the base cell, added to the manifest
@@ -384,6 +388,7 @@ class _RayCluster:
 
         if not ray.is_initialized():
             env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
+            env.update(launch_env())  # the commit reaches trials that run from a copy without .git
             ray.init(address=self.address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
                      include_dashboard=False if self.address is None else None)
             self.started = True
@@ -413,7 +418,8 @@ def _refuse_before_writing(configs: dict[str, CellConfig], source: str, storage:
     if not configs:
         return 0
     try:
-        resources = cluster.resources()
+        resources = cluster.resources()  # Ray is up from here on
+        refuse_unshared_storage(storage.uri, cluster.address, log)  # cluster_probe.py: every node sees the storage
         footprints = {json.dumps(cell_footprint(c), sort_keys=True): cell_footprint(c) for c in configs.values()}
         # Checks that need the cluster (what every node sees, ...) belong here, after Ray started.
         return min(_check_placeable(_placeable(resources, need), need, resources, cluster.address, log)
@@ -443,7 +449,8 @@ def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = Non
             folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
             _write_manifest(folder, sweep_plan.manifest)
             with tracking(tracking_uri or spec.tracking_uri, folder, log):
-                _execute(spec, root.uri, folder, sweep_plan.table, sweep_plan.pending, placeable, max_concurrent, log)
+                _execute(spec, root.uri, folder, sweep_plan.table, sweep_plan.pending, placeable, max_concurrent, log,
+                         address=address)
     return load(folder.uri)
 
 
@@ -466,21 +473,24 @@ def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, 
         placeable = _refuse_before_writing(configs, f"{folder.uri}/sweep.yaml", root, folder, cluster, log)
         with sweep_lock(folder):
             with tracking(tracking_uri or spec.tracking_uri, folder, log):
-                _execute(spec, root.uri, folder, table, _not_done(folder, table), placeable, max_concurrent, log)
+                _execute(spec, root.uri, folder, table, _not_done(folder, table), placeable, max_concurrent, log,
+                         address=address)
     return load(folder.uri)
 
 
-def _execute(spec, storage: str, folder: Storage, table, pending, placeable: int, max_concurrent, log: Log) -> None:
+def _execute(spec, storage: str, folder: Storage, table, pending, placeable: int, max_concurrent, log: Log,
+             address: str | None = None) -> None:
     total = len(table)
     if spec.search is None and not pending:
         log(f"sweep '{spec.name}': all {total} cells x seeds are done; nothing to run, no training "
             f"(every stage is cached; results in {folder.uri})")
         return
     log(f"sweep '{spec.name}': {total - len(pending)} of {total} cells x seeds done, running {len(pending)}; storage {storage}")
-    _run_tune(spec, storage, folder, table, pending, placeable, max_concurrent, log)
+    _run_tune(spec, storage, folder, table, pending, placeable, max_concurrent, log, address)
 
 
-def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: int, max_concurrent, log: Log) -> None:
+def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: int, max_concurrent, log: Log,
+              address: str | None = None) -> None:
     from ray import tune
 
     from seal_ray.progress import RecordInterruptions, SweepProgress, quiet_tune_errors
@@ -495,7 +505,11 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: in
         tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
         count = len(pending)
     run_id = f"tune-{int(time.time())}"
-    trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table, run_id=run_id)
+    # Nodes joining while the sweep runs are probed too; one that does not share the storage stops it.
+    watch = StorageWatch(storage, log) if needs_probe(storage, address) else None
+    token = write_storage_token(folder) if watch else None
+    trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table, run_id=run_id,
+                                     storage_token=token)
     trainable = tune.with_resources(trainable, trial_resources(example))
     # A trial lost with its node or worker process is started again by Tune (a cell that raises never
     # reaches Tune: run_cell_entry records it as failed); run_cell_trial holds each cell to its own budget.
@@ -507,10 +521,13 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: in
     tuner = tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config,
         run_config=tune.RunConfig(name=run_id, storage_path=str(folder.local_path("tune")), callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=retries), verbose=0),
+                                  failure_config=tune.FailureConfig(max_failures=retries), verbose=0,
+                                  stop=watch.stopper() if watch else None),
     )
-    with quiet_tune_errors():  # what a lost trial means is in its record and the progress lines
+    with quiet_tune_errors(), watch or contextlib.nullcontext():  # a lost trial's story is in its record
         tuner.fit()
+    if watch:
+        watch.raise_if_failed()
     _close_running_records(folder, [table[key] for key in pending])
 
 

@@ -73,6 +73,8 @@ def test_validate_checks_every_shipped_sweep_and_names_a_bad_one(tmp_path, capsy
     (torch.zeros(3, 4), ["1-D"]),
     (torch.arange(10), ["float32"]),
     ({"logits": torch.zeros(3)}, ["expected a 1-D float tensor"]),
+    (torch.tensor([0.5, float("nan"), 1.0]), ["NaN or infinite", "position 1"]),
+    (torch.tensor([float("-inf"), 0.5]), ["NaN or infinite", "position 0"]),
 ])
 def test_bad_selector_files_are_refused(tmp_path, capsys, payload, words):
     path = tmp_path / "sel.pt"
@@ -82,6 +84,26 @@ def test_bad_selector_files_are_refused(tmp_path, capsys, payload, words):
     err = capsys.readouterr().err
     assert "sel.pt" in err and all(w in err for w in words) and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_text_file_given_as_selector_is_refused_without_a_traceback(tmp_path, capsys):
+    path = tmp_path / "sel.pt"
+    path.write_text("id,logit\n0,0.5\n")
+    out = tmp_path / "ids.json"
+    assert main(["select", "--selector", str(path), "--topp", "0.8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "sel.pt" in err and "not a tensor file" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_sweep_over_a_selector_file_with_nan_logits_is_refused_before_anything_is_written(tmp_path, capsys):
+    selector = tmp_path / "sel.pt"
+    torch.save(torch.tensor([0.1] * 59 + [float("nan")]), selector)
+    err = _run_sweep_file(tmp_path, SWEEP_OK.replace("selector.activation: [softmax]", "selection.topp: [0.5]")
+                          .replace("base: {world: {n_ft: 60}}",
+                                   f"base: {{world: {{n_ft: 60}}, selection: {{method: file, selector_file: {selector}}}}}"),
+                          capsys)
+    assert "field 'selection.selector_file'" in err and "sel.pt" in err and "NaN or infinite" in err
 
 
 def test_a_pickle_payload_selector_is_refused_by_the_cli(tmp_path, capsys):
