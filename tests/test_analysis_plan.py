@@ -11,7 +11,7 @@ from analysis.stats import ALPHA, seeds_needed
 from seal_ray.cli import main
 from seal_ray.results import load, sweep_folder, write_record
 from seal_ray.store import MARKER, StageStore, write_json_atomic
-from seal_ray.sweep import plan
+from seal_ray.sweep import _write_manifest, plan
 from seal_ray.sweep_spec import load_sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
@@ -51,7 +51,7 @@ def earlier_results(tmp_path):
     """The smoke sweep's three cells x three seeds, recorded as done with hand-set win rates."""
     spec = load_sweep(SMOKE, seeds=3)
     folder = sweep_folder(tmp_path, spec.name)
-    plan(spec, folder)
+    _write_manifest(folder, plan(spec, folder).manifest)  # as `sweep run` does before its trials
     for cell in spec.cells:
         for seed, hh in enumerate(HH[cell.label]):
             metrics = {"winrate/hh": hh, "winrate/orca": 50.0 + seed, "winrate/hexphi": 50.0,

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.synthetic import PROMPT_COLUMNS as SYNTHETIC_COLUMNS
 from seal_ray.results import PROMPT_COLUMNS, load, load_prompts, sweep_folder
-from seal_ray.sweep import plan, run_cell_entry
+from seal_ray.sweep import _write_manifest, plan, run_cell_entry
 from seal_ray.sweep_spec import load_sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
@@ -20,9 +20,10 @@ def smoke_storage(tmp_path_factory):
     spec = load_sweep(SMOKE)
     spec.cells = [c for c in spec.cells if c.label in ("reference", "method=sft")]
     folder = sweep_folder(storage, spec.name)
-    table, pending = plan(spec, folder)
-    for key in pending:
-        run_cell_entry(table[key], str(storage), folder)
+    sweep_plan = plan(spec, folder)
+    _write_manifest(folder, sweep_plan.manifest)  # as `sweep run` does before its trials
+    for key in sweep_plan.pending:
+        run_cell_entry(sweep_plan.table[key], str(storage), folder)
     return storage
 
 
