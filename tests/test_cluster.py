@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,35 +16,8 @@ from typing import NamedTuple
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).parent / "ray")
+from ray_cluster import RAY, free_port as _free_port, kill_cluster as _kill_cluster
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _names_temp_dir(proc: Path, marker: str) -> bool:
-    if marker.encode() in (proc / "cmdline").read_bytes():
-        return True
-    # Ray's agents rename themselves ("ray::DashboardAgent"); their open log files still name the temp dir.
-    return any(marker in os.readlink(fd) for fd in (proc / "fd").iterdir() if fd.is_symlink())
-
-
-def _kill_cluster(temp_dir: str) -> None:
-    """Stop only this test's Ray processes (they name its temp dir), not others on the machine."""
-    for _ in range(2):  # a second pass catches what the first pass orphaned
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                if _names_temp_dir(proc, temp_dir):
-                    os.kill(int(proc.name), 9)
-            except (OSError, ProcessLookupError):
-                pass
-        time.sleep(1)
 
 
 class Cluster(NamedTuple):
