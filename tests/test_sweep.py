@@ -190,6 +190,9 @@ def test_a_changed_base_cell_says_the_reference_changed():
     assert (again.reference_change, again.retired, again.added) == ("", 0, 0)
 
 
+# slow tier (make test-all): a full Ray sweep; it never completed on the overloaded machine of the
+# session that wrote it, so it is kept out of `make test` until it has passed on a quiet one
+@pytest.mark.slow
 def test_a_refused_file_fixed_then_edited_runs_what_the_file_asks_for_now(tmp_path, capsys, ray_session):
     """Refused (unplaceable) -> nothing written; fixed -> exit 0, no ghost of the refused version;
     a value edited -> the old cell retired (still readable), only the new one trains."""
