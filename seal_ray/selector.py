@@ -124,11 +124,12 @@ def _checked_logits(loaded: object, path: Path, expected_len: int | None) -> tor
         raise UserError(f"selector file {path}: expected float32 logits, found dtype {loaded.dtype}")
     if expected_len is not None and loaded.numel() != expected_len:
         raise UserError(f"selector file {path}: {loaded.numel()} logits for a dataset of {expected_len} rows")
-    finite = torch.isfinite(loaded)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        raise UserError(f"selector file {path}: {bad.numel()} logit(s) are NaN or infinite (first at position "
-                        f"{int(bad[0])}); a top-p selection over them would be arbitrary")
+    # NO_LOGIT (-inf) marks a row that has no logit (never trained on, never selected); NaN and +inf are refused.
+    usable = torch.isfinite(loaded) | (loaded == NO_LOGIT)
+    if not bool(usable.all()):
+        bad = (~usable).nonzero().flatten()
+        raise UserError(f"selector file {path}: {bad.numel()} logit(s) are NaN or +infinite (first at position "
+                        f"{int(bad[0])}); a top-p selection over them would be arbitrary (-inf marks a row with no logit)")
     return loaded.detach().to(torch.float32)
 
 
