@@ -32,7 +32,7 @@ test-gpu: $(STAMP)
 	$(PYTEST) -m gpu -q -rs
 
 calibrate: $(STAMP)
-	$(VENV)/bin/seal-ray calibrate --seeds 3 --markdown docs/calibration.md --quiet
+	$(VENV)/bin/seal-ray calibrate --seeds 8 --first-seed 100 --jobs 2 --markdown docs/calibration.md --quiet
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

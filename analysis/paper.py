@@ -2,6 +2,7 @@
 
 The mini world is not Llama-3, so the numbers are not expected to match; what can agree is the
 direction of each method's effect: a win rate above or below 50, which is Standard SFT by construction.
+A direction counts only where our interval excludes 50; otherwise it is "not established", counted apart.
 """
 
 from __future__ import annotations
@@ -30,16 +31,21 @@ def direction(win_rate: float) -> str:
     return "below" if win_rate < NEUTRAL else "at"
 
 
+NOT_ESTABLISHED = "not established"
+
+
 def agreement(ours: Cell, paper: float | None, method: str) -> str:
-    """'yes'/'no' for the direction against 50; notes a CI that spans 50, where the direction is not sure."""
+    """'yes'/'no' where our interval excludes 50; 'not established' where it spans 50 or there is none."""
     if method == "sft":
         return "reference"
     if paper is None or ours.estimate is None:
         return "n/a"
     estimate = ours.estimate
-    verdict = "yes" if direction(estimate.mean) == direction(paper) else "no"
-    spans = estimate.ci_low is not None and estimate.ci_low <= NEUTRAL <= estimate.ci_high
-    return verdict + (" (CI spans 50)" if spans else "")
+    if not estimate.has_interval:
+        return f"{NOT_ESTABLISHED} (no interval)"
+    if estimate.ci_low <= NEUTRAL <= estimate.ci_high:
+        return f"{NOT_ESTABLISHED} (interval spans 50)"
+    return "yes" if direction(estimate.mean) == direction(paper) else "no"
 
 
 def _ours(main: Table, method: str) -> Row | None:
@@ -72,18 +78,21 @@ def paper_comparison(main: Table) -> Table:
                   caption="Win rate against Standard SFT (%): this sweep's main table next to SEAL.md's "
                           "Llama-3-8B-Instruct table.")
     table.notes = [
-        "Direction: whether the win rate is above or below 50 (Standard SFT); 'CI spans 50': our 95% "
-        "interval includes 50, so our direction is not established.",
+        "Direction: whether the win rate is above or below 50 (Standard SFT). It agrees or not only where our "
+        "95% interval excludes 50; where the interval spans 50, or there is none (fewer than 3 seeds), our "
+        "direction is not established and counted apart.",
         *(_summary(rows, key, name) for key, name in TEST_SETS)]
     return table
 
 
 def _summary(rows: list[Row], key: str, name: str) -> str:
     verdicts = {row.label: row.cells[f"{key}/agrees"].text for row in rows}
-    compared = {label: v for label, v in verdicts.items() if v.startswith(("yes", "no"))}
-    agree = [label for label, v in compared.items() if v.startswith("yes")]
-    disagree = [label for label, v in compared.items() if v.startswith("no")]
-    if not compared:
+    agree = [label for label, v in verdicts.items() if v == "yes"]
+    disagree = [label for label, v in verdicts.items() if v == "no"]
+    unsure = [label for label, v in verdicts.items() if v.startswith(NOT_ESTABLISHED)]
+    if not (agree or disagree or unsure):
         return f"{name}: no method both run here and in the paper besides Standard SFT."
-    return (f"{name}: direction agrees for {len(agree)} of {len(compared)} methods"
-            + (f" (disagrees: {', '.join(disagree)})" if disagree else "") + ".")
+    established = len(agree) + len(disagree)
+    return (f"{name}: direction agrees for {len(agree)} of {established} methods whose interval excludes 50"
+            + (f" (disagrees: {', '.join(disagree)})" if disagree else "")
+            + f"; not established for {len(unsure)}" + (f" ({', '.join(unsure)})" if unsure else "") + ".")

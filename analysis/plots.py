@@ -31,32 +31,52 @@ def _tick_label(table: Table, index: int) -> str:
     return textwrap.fill(row.label, 14) + ("\n" + REFERENCE_SUFFIX.strip() if row.is_reference else "")
 
 
+def _error_bars(cells: Sequence[Cell]) -> np.ndarray:
+    """(2, n) distances below and above each mean: the table's interval, NaN where it shows none."""
+    below, above = [], []
+    for cell in cells:
+        estimate = cell.estimate
+        has = estimate is not None and estimate.has_interval
+        below.append(estimate.mean - estimate.ci_low if has else np.nan)
+        above.append(estimate.ci_high - estimate.mean if has else np.nan)
+    return np.array([below, above])
+
+
 def grouped_bars(ax: Axes, groups: Sequence[str], series: Sequence[tuple[str, Sequence[Cell]]]) -> None:
-    """One cluster per group, one bar per series; CI half-widths as error bars, marks above, gaps labelled."""
+    """One cluster per group, one bar per series; the tables' intervals as error bars (per-seed dots where a
+    cell has too few seeds for one), marks above, gaps labelled."""
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(groups))
     for index, (name, cells) in enumerate(series):
         x = positions - 0.4 + width * (index + 0.5)
         means = np.array([c.estimate.mean if c.estimate else np.nan for c in cells])
-        errors = np.array([c.estimate.half_width if c.estimate and c.estimate.half_width is not None else np.nan
-                           for c in cells])
-        ax.bar(x, np.nan_to_num(means), width, yerr=errors, capsize=3, label=name,
-               error_kw={"elinewidth": 1})
-        for xi, mean, error, cell in zip(x, means, errors, cells):
+        errors = _error_bars(cells)
+        ax.bar(x, np.nan_to_num(means), width, yerr=errors, capsize=3, label=name, error_kw={"elinewidth": 1})
+        for xi, mean, top, cell in zip(x, means, errors[1], cells):
             if cell.estimate is None:
                 # A failed or missing cell gets its state written where its bar would be, never a silent gap.
                 ax.text(xi, 0, " " + cell.text.split(" (")[0], rotation=90, ha="center", va="bottom", fontsize=8,
                         color="dimgray")
-            elif cell.mark:
-                ax.text(xi, mean + np.nan_to_num(error), cell.mark, ha="center", va="bottom", fontsize=9)
+                continue
+            if not cell.estimate.has_interval and cell.estimate.seed_values:
+                seeds = cell.estimate.seed_values
+                ax.plot([xi] * len(seeds), seeds, "o", color="black", markersize=3, zorder=3)
+            if cell.mark:
+                height = max([mean + np.nan_to_num(top), *cell.estimate.seed_values])
+                ax.text(xi, height, cell.mark, ha="center", va="bottom", fontsize=9)
     ax.set_xticks(positions, groups, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
 
 
 def _top(cells: Sequence[Cell]) -> float:
-    tops = [c.estimate.ci_high if c.estimate.ci_high is not None else c.estimate.mean for c in cells if c.estimate]
+    tops = [max(c.estimate.ci_high if c.estimate.has_interval else c.estimate.mean, *c.estimate.seed_values)
+            for c in cells if c.estimate]
     return max(tops, default=0.0)
+
+
+INTERVALS = "mean with 95% interval, dots: per-seed values below 3 seeds"
+MARKS_NOTE = "* p<0.05, ** p<0.01 vs reference, Holm-adjusted"
 
 
 def plot_ablation(table: Table, path: str | Path) -> Path:
@@ -80,7 +100,7 @@ def plot_ablation(table: Table, path: str | Path) -> Path:
         safety_ax.set_ylim(0, 105)
     safety_ax.set_ylabel("refusal rate on HEx-PHI (%)")
     safety_ax.set_title("Safety")
-    figure.suptitle(f"{table.title} (mean ± 95% CI over seeds; * p<0.05, ** p<0.01 vs reference)", fontsize=11)
+    figure.suptitle(f"{table.title} ({INTERVALS}; {MARKS_NOTE})", fontsize=10)
     return _save(figure, path)
 
 
@@ -97,7 +117,24 @@ def plot_resources(memory: Table, time: Table, path: str | Path) -> Path:
         ax.set_title(table.caption or table.title, fontsize=10)
         if series:
             ax.legend(fontsize=8)
-    figure.suptitle(f"{memory.title.split(': ', 1)[-1]}: resources per stage (mean ± 95% CI over seeds)", fontsize=11)
+    figure.suptitle(f"{memory.title.split(': ', 1)[-1]}: resources per stage ({INTERVALS})", fontsize=11)
+    return _save(figure, path)
+
+
+def plot_categories(table: Table, path: str | Path) -> Path:
+    """Refusal per harm category (x), one bar per row of the table (a method), with the table's intervals."""
+    columns = [c for c in table.columns if c.kind == "estimate"]
+    figure = Figure(figsize=(max(9.0, 1.1 * len(columns) * max(len(table.rows), 1) ** 0.5 + 3), 4.8),
+                    layout="constrained")
+    ax = figure.subplots()
+    series = [(row.label, [row.cells[c.key] for c in columns]) for row in table.rows]
+    grouped_bars(ax, [textwrap.fill(c.header, 12) for c in columns], series)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("refusal rate (%)")
+    ax.set_xlabel("HEx-PHI harm category")
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(series), 5) or 1,
+                  fontsize=8, frameon=False)
+    figure.suptitle(f"{table.title} ({INTERVALS})", fontsize=11)
     return _save(figure, path)
 
 

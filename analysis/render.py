@@ -22,9 +22,9 @@ class CellParts:
     """A cell split into the pieces whose syntax differs per format."""
 
     value: str  # the mean, a bare number, or the cell's text
-    mark: str = ""  # significance mark, after the value
-    half_width: str = ""  # the CI half-width, shown as "± x"
-    extras: tuple[str, ...] = ()  # parenthetical remarks: "no CI", "n=2"
+    mark: str = ""  # significance mark (Holm-adjusted), after the value
+    interval: str = ""  # "[low, high]"
+    extras: tuple[str, ...] = ()  # parenthetical remarks: "seeds 51.2, 53.0", "clipped", "n=2"
     bold: bool = False
     is_text: bool = False  # True when value is free text to escape, not a formatted number
 
@@ -40,9 +40,18 @@ def cell_parts(cell: Cell, column: Column) -> CellParts:
     value = format_number(estimate.mean, column.decimals)
     if column.kind == "number":
         return CellParts(value, bold=cell.bold)
-    extras = ([] if estimate.half_width is not None else ["no CI"]) + ([cell.note] if cell.note else [])
-    half = "" if estimate.half_width is None else format_number(estimate.half_width, column.decimals)
-    return CellParts(value, cell.mark, half, tuple(extras), cell.bold)
+    interval = ""
+    extras = []
+    if estimate.has_interval:
+        interval = f"[{format_number(estimate.ci_low, column.decimals)}, {format_number(estimate.ci_high, column.decimals)}]"
+        extras += ["clipped"] if estimate.clipped else []
+    elif estimate.seed_values:
+        word = "seed" if len(estimate.seed_values) == 1 else "seeds"
+        extras.append(f"{word} " + ", ".join(format_number(v, column.decimals) for v in estimate.seed_values))
+    else:
+        extras.append("no interval")
+    extras += [cell.note] if cell.note else []
+    return CellParts(value, cell.mark, interval, tuple(extras), cell.bold)
 
 
 def row_label(row: Row) -> str:
@@ -62,8 +71,8 @@ def markdown_cell(cell: Cell, column: Column) -> str:
         return _md_escape(parts.value)
     value = parts.value + _md_escape(parts.mark)
     text = f"**{value}**" if parts.bold else value
-    if parts.half_width:
-        text += f" ± {parts.half_width}"
+    if parts.interval:
+        text += f" {parts.interval}"
     if parts.extras:
         text += f" ({'; '.join(parts.extras)})"
     return text
@@ -85,6 +94,8 @@ def render_markdown(table: Table, heading: str = "###") -> str:
     lines += [fmt(grid[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, grid[1:])]
     if table.notes:
         lines += [""] + [_md_escape(note) for note in table.notes]
+    if table.findings:
+        lines += [""] + [_md_escape(sentence) for sentence in table.findings]
     return "\n".join(lines + [""])
 
 
@@ -106,8 +117,8 @@ def latex_cell(cell: Cell, column: Column) -> str:
     text = rf"\textbf{{{parts.value}}}" if parts.bold else parts.value
     if parts.mark:
         text += rf"\textsuperscript{{{parts.mark}}}"
-    if parts.half_width:
-        text += rf" $\pm$ {parts.half_width}"
+    if parts.interval:
+        text += f" {parts.interval}"
     if parts.extras:
         text += f" ({latex_escape('; '.join(parts.extras))})"
     return text
@@ -148,8 +159,11 @@ def csv_records(table: Table) -> list[dict]:
                 "ci_low": _or_nan(estimate.ci_low) if is_estimate else math.nan,
                 "ci_high": _or_nan(estimate.ci_high) if is_estimate else math.nan,
                 "n": estimate.n if is_estimate else pd.NA,
+                "clipped": bool(is_estimate and estimate.clipped),
+                "interval": estimate.method if is_estimate else "",
                 "diff_vs_reference": test.diff if test else math.nan,
                 "p_value": test.p_value if test else math.nan,
+                "p_holm": test.p if test else math.nan,
                 "pairs": test.pairs if test else pd.NA,
                 "mark": cell.mark, "bold": cell.bold,
                 "text": "" if has_number else cell.text,
@@ -169,5 +183,5 @@ def render_csv(tables: Sequence[Table]) -> str:
     return frame.to_csv(index=False)
 
 
-CSV_COLUMNS = ("table", "row", "reference", "column", "header", "unit", "mean", "ci_low", "ci_high", "n",
-               "diff_vs_reference", "p_value", "pairs", "mark", "bold", "text")
+CSV_COLUMNS = ("table", "row", "reference", "column", "header", "unit", "mean", "ci_low", "ci_high", "n", "clipped",
+               "interval", "diff_vs_reference", "p_value", "p_holm", "pairs", "mark", "bold", "text")

@@ -1,8 +1,12 @@
 """The whole report of a sweep: report.md, tables.tex, tables.csv and the PNGs, from one results DataFrame.
 
     frame = seal_ray.results.load("runs/sweeps/demo")
-    write_report(frame, "runs/sweeps/demo/report")      # -> runs/sweeps/demo/report/report.md
-    print(render_tables_markdown(frame))                # the same tables in a terminal
+    prompts = seal_ray.results.load_prompts("runs/sweeps/demo")   # per-prompt outcomes (optional)
+    write_report(frame, "runs/sweeps/demo/report", prompts=prompts)   # -> .../report/report.md
+    print(render_tables_markdown(frame, prompts=prompts))           # the same tables in a terminal
+
+Every test of the report is one Holm-Bonferroni family (significance.py): its marks, bold cells and the
+sentences under each table count only differences that pass the corrected test.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import pandas as pd
 
 from analysis.ablations import (
     ACTIVATION_ABLATION, ALGORITHM_ABLATION, MAIN_TABLE, SEAL_ABLATIONS, ablation_rows, is_missing)
+from analysis.curves import selector_curve_figures
 from analysis.paper import paper_comparison
-from analysis.plots import plot_ablation, plot_resources, plot_weight_histogram
+from analysis.plots import plot_ablation, plot_categories, plot_resources, plot_weight_histogram
 from analysis.render import render_csv, render_latex, render_markdown
 from analysis.selector_weights import SELECTOR_PATH, load_selector_weights
+from analysis.significance import finalize
 from analysis.table_model import Table
-from analysis.tables import DONE, STATUS_ORDER, ablation_table, resource_table
+from analysis.tables import DONE, STATUS_ORDER, ablation_table, category_table, resource_table
 
-UNFINISHED = ("running", "missing")
+UNFINISHED = ("interrupted", "running", "missing")
 MAX_HISTOGRAMS = 6
 
 
@@ -34,22 +40,30 @@ class ReportTables:
     memory: Table
     time: Table
     paper: Table
+    categories: Table  # HEx-PHI refusal per harm category (needs per-prompt outcomes)
 
     def all(self) -> list[Table]:
-        return [*self.ablations, self.main, self.memory, self.time, self.paper]
+        return [*self.ablations, self.main, self.categories, self.memory, self.time, self.paper]
 
 
-def build_tables(frame: pd.DataFrame, *, reference: Mapping[str, Any] | None = None,
-                 swept: Sequence[str] | None = None) -> ReportTables:
-    """Every table of the report; `reference` overrides base/reference config values (see analysis.ablations)."""
+def build_tables(frame: pd.DataFrame, *, prompts: pd.DataFrame | None = None,
+                 reference: Mapping[str, Any] | None = None, swept: Sequence[str] | None = None) -> ReportTables:
+    """Every table of the report; `reference` overrides base/reference config values (see analysis.ablations).
+
+    prompts: per-prompt outcomes (seal_ray.results.load_prompts); without them, rates fall back to per-seed
+    intervals and tests, and the per-category table is empty.
+    """
     options = {"reference": reference, "swept": swept}
-    ablations = [ablation_table(frame, ablation, **options) for ablation in SEAL_ABLATIONS]
-    main = ablation_table(frame, MAIN_TABLE, **options)
+    ablations = [ablation_table(frame, ablation, prompts=prompts, correct=False, **options)
+                 for ablation in SEAL_ABLATIONS]
+    main = ablation_table(frame, MAIN_TABLE, prompts=prompts, correct=False, **options)
+    finalize([*ablations, main], "this report")
     # Resources matter most for Alg 1 vs Alg 2; a sweep without that study still gets them, per cell.
     grouping = ALGORITHM_ABLATION if not ablation_rows(frame, ALGORITHM_ABLATION, **options).empty else None
     memory = resource_table(frame, "mem", grouping, **options)
     time = resource_table(frame, "time", grouping, **options)
-    return ReportTables(ablations, main, memory, time, paper_comparison(main))
+    categories = category_table(frame, prompts, MAIN_TABLE, **options)
+    return ReportTables(ablations, main, memory, time, paper_comparison(main), categories)
 
 
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -69,17 +83,17 @@ def status_lines(frame: pd.DataFrame, partial: bool | None = None) -> list[str]:
     show_partial = is_partial(frame) if partial is None else partial
     if show_partial:
         unfinished = sum(counts.get(s, 0) for s in UNFINISHED)
-        lines.insert(0, f"**Partial results**: {unfinished} of {len(frame)} runs are not finished (running or "
+        lines.insert(0, f"**Partial results**: {unfinished} of {len(frame)} runs are not finished (interrupted, running or "
                         "missing); the tables show the seeds done so far.")
     return lines
 
 
-def render_tables_markdown(frame: pd.DataFrame, *, reference: Mapping[str, Any] | None = None,
-                           swept: Sequence[str] | None = None) -> str:
+def render_tables_markdown(frame: pd.DataFrame, *, prompts: pd.DataFrame | None = None,
+                           reference: Mapping[str, Any] | None = None, swept: Sequence[str] | None = None) -> str:
     """Status line and every table as markdown, for a terminal."""
     if frame.empty:
         return "No results.\n"
-    tables = build_tables(frame, reference=reference, swept=swept)
+    tables = build_tables(frame, prompts=prompts, reference=reference, swept=swept)
     return "\n".join([*status_lines(frame), "", *(render_markdown(t) for t in tables.all())])
 
 
@@ -107,39 +121,48 @@ def selector_histograms(frame: pd.DataFrame, out_dir: Path, **options: Any) -> t
     return figures, problems
 
 
-def write_figures(tables: ReportTables, frame: pd.DataFrame, out_dir: Path,
+def write_figures(tables: ReportTables, frame: pd.DataFrame, out_dir: Path, curves: pd.DataFrame | None = None,
                   **options: Any) -> tuple[list[tuple[str, str]], list[str]]:
     figures = []
     for table in [*tables.ablations, tables.main]:
         if table.rows:
             plot_ablation(table, out_dir / f"{table.name}.png")
             figures.append((table.title, f"{table.name}.png"))
+    if tables.categories.rows and any(c.kind == "estimate" for c in tables.categories.columns):
+        plot_categories(tables.categories, out_dir / "categories.png")
+        figures.append((tables.categories.title, "categories.png"))
     if any(c.kind == "estimate" for c in [*tables.memory.columns, *tables.time.columns]):
         name = "resources.png"
         plot_resources(tables.memory, tables.time, out_dir / name)
         figures.append((tables.memory.title.replace("Peak memory", "Peak memory and wall time"), name))
     histograms, problems = selector_histograms(frame, out_dir, **options)
+    if curves is not None:  # seal_ray.results.load_curves: the selector's training curves per ablation row
+        histograms += selector_curve_figures(frame, curves, out_dir, **options)
     return figures + histograms, problems
 
 
 def write_report(frame: pd.DataFrame, out_dir: str | Path, *, title: str = "SEAL ablations",
-                 partial: bool | None = None, reference: Mapping[str, Any] | None = None,
-                 swept: Sequence[str] | None = None) -> Path:
+                 partial: bool | None = None, prompts: pd.DataFrame | None = None,
+                 reference: Mapping[str, Any] | None = None, swept: Sequence[str] | None = None,
+                 curves: pd.DataFrame | None = None) -> Path:
     """Write report.md, tables.tex, tables.csv and the PNGs into out_dir; returns report.md's path.
 
     partial: None decides from the statuses (any running or missing row), True/False forces the banner.
+    prompts: per-prompt outcomes (seal_ray.results.load_prompts), for the intervals, tests and categories.
+    curves: seal_ray.results.load_curves of the sweep, for the selector-curve plots (analysis/curves.py).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(frame, reference=reference, swept=swept)
-    figures, problems = write_figures(tables, frame, out, reference=reference, swept=swept)
+    tables = build_tables(frame, prompts=prompts, reference=reference, swept=swept)
+    figures, problems = write_figures(tables, frame, out, curves, reference=reference, swept=swept)
     (out / "tables.tex").write_text(
         "% Generated by analysis.report from a seal_ray results DataFrame; needs \\usepackage{booktabs}.\n\n"
         + "\n".join(render_latex(t) for t in tables.all()))
     (out / "tables.csv").write_text(render_csv(tables.all()))
     sections = [f"# {title}", "", *status_lines(frame, partial), "", "## Ablations", "",
                 *(render_markdown(t) for t in tables.ablations),
-                *(render_markdown(t, heading="##") for t in (tables.main, tables.memory, tables.time, tables.paper)),
+                *(render_markdown(t, heading="##")
+                  for t in (tables.main, tables.categories, tables.memory, tables.time, tables.paper)),
                 "## Plots", ""]
     sections += [f"![{caption}]({name})\n" for caption, name in figures] or ["No plots: no cell has results.\n"]
     if problems:

@@ -58,6 +58,39 @@ DEMO_CELLS: list[tuple[dict[str, Any], tuple[float, float, float, float]]] = [
 ]
 
 
+HARM_CATEGORIES = tuple(f"category_{i:02d}" for i in range(11))
+# seal_ray.results.PROMPT_COLUMNS (analysis imports no seal_ray; tests/test_analysis_prompts.py checks they agree).
+PROMPT_COLUMNS = ("cell_id", "seed", "test_set", "prompt_id", "prompt_key", "category", "win", "refused")
+
+
+def demo_prompts(results: pd.DataFrame, per_set: int = 44, random_seed: int = 0) -> pd.DataFrame:
+    """Per-prompt outcomes (the frame of seal_ray.results.load_prompts) for each done row of `results`,
+    and the row's rates set to their realized means, so the two agree as they do in a real sweep.
+
+    One uniform draw per seed x prompt is shared by every cell (u < rate: a win, or a refusal), so the
+    cells of a seed are paired per prompt as the judge's verdicts against the same SFT answers are.
+    """
+    rng = np.random.default_rng(random_seed)
+    shared: dict[tuple[int, str], np.ndarray] = {}
+    parts = []
+    for index, row in results[results["status"] == "done"].iterrows():
+        seed, method = int(row["seed"]), row.get(METHOD)
+        for test_set in ("hh", "orca", "hexphi"):
+            draws = shared.setdefault((seed, test_set), rng.random(per_set))
+            win = np.full(per_set, 0.5) if method == "sft" else (draws < row[f"winrate/{test_set}"] / 100).astype(float)
+            part = {"cell_id": row["cell_id"], "seed": seed, "test_set": test_set, "prompt_id": np.arange(per_set),
+                    "prompt_key": [f"{test_set}-{seed}-{i}" for i in range(per_set)], "win": win,
+                    "category": [HARM_CATEGORIES[i % len(HARM_CATEGORIES)] if test_set == "hexphi" else None
+                                 for i in range(per_set)], "refused": np.nan}
+            results.loc[index, f"winrate/{test_set}"] = 100 * win.mean()
+            if test_set == "hexphi":
+                refusal_draws = shared.setdefault((seed, "refusal"), rng.random(per_set))
+                part["refused"] = (refusal_draws < row["safety/refusal_rate"]).astype(float)
+                results.loc[index, "safety/refusal_rate"] = part["refused"].mean()
+            parts.append(pd.DataFrame(part))
+    return pd.concat(parts, ignore_index=True).reindex(columns=list(PROMPT_COLUMNS))
+
+
 def demo_results(seeds: int = 3, random_seed: int = 0, device: str = "cpu") -> pd.DataFrame:
     """Plausible numbers for every cell of the demo sweep: SFT at 50 by construction, noise per seed."""
     rng = np.random.default_rng(random_seed)
@@ -88,4 +121,6 @@ def demo_results(seeds: int = 3, random_seed: int = 0, device: str = "cpu") -> p
 if __name__ == "__main__":
     from analysis.report import write_report
 
-    print(write_report(demo_results(), sys.argv[1] if len(sys.argv) > 1 else "synthetic_report"))
+    results = demo_results()
+    prompts = demo_prompts(results)
+    print(write_report(results, sys.argv[1] if len(sys.argv) > 1 else "synthetic_report", prompts=prompts))

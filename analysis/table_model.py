@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from analysis.stats import Estimate, PairedTest
+from analysis.stats import UNBOUNDED, Bounds, Estimate, PairedTest
 
 ColumnKind = Literal["estimate", "number", "text"]
 
@@ -23,6 +23,8 @@ class Column:
     kind: ColumnKind = "estimate"
     decimals: int = 2
     unit: str = ""
+    higher_is_better: bool = True  # which direction of a significant difference earns bold
+    bounds: Bounds = UNBOUNDED  # the metric's range in display units
 
 
 @dataclass
@@ -33,7 +35,7 @@ class Cell:
     text: str = ""
     # Shown after the value, e.g. "n=2" when this metric has fewer finite seeds than the row has done.
     note: str = ""
-    bold: bool = False
+    bold: bool = False  # significantly better than the reference row after the report's correction
 
     @property
     def mark(self) -> str:
@@ -57,6 +59,11 @@ class Table:
     rows: list[Row]
     caption: str = ""
     notes: list[str] = field(default_factory=list)
+    compared: bool = False  # rows are tested against the reference row
+    # Set by significance.finalize: sentences for the report's text (only differences that passed the
+    # corrected test) and the minimum detectable difference of each column (None: not computable).
+    findings: list[str] = field(default_factory=list)
+    detectable: dict[str, float | None] = field(default_factory=dict)
 
     def row(self, label: str) -> Row:
         for row in self.rows:

@@ -21,6 +21,7 @@ BENCHMARKS = [
     ("alg_memory.py", "Algorithm 1 vs Algorithm 2 peak memory and time (issue 4)"),
     ("sweep_overhead.py", "sweep makespan vs compute; stage-cache savings on demo.yaml (issue 5)"),
     ("generation.py", "batched vs one-at-a-time generation (issue 7)"),
+    ("throughput.py", "training throughput vs the machine's limit; cell tokens per core-second vs 9d928f2 (issue 16)"),
 ]
 RESULT = re.compile(r"^RESULT (\S+)=(\S+) (.*?)\s*(met|NOT met)$")
 

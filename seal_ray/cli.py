@@ -8,7 +8,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from seal_ray import __version__
 from seal_ray.errors import StageFailed, UserError
@@ -33,8 +32,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     store = StageStore(args.storage or out)
     start = time.perf_counter()
-    pipeline = CellPipeline(config, store, LocalExecutor(isolate=config.resources.isolate_stages), log=_print)
-    outcome = pipeline.run()
+    with LocalExecutor(isolate=config.resources.isolate_stages) as executor:
+        pipeline = CellPipeline(config, store, executor, log=_print)
+        outcome = pipeline.run()
     out.mkdir(parents=True, exist_ok=True)
     for name, path in pipeline.artifacts(outcome).items():
         shutil.copyfile(path, out / path.name)
@@ -57,21 +57,22 @@ def format_metrics(metrics: dict) -> str:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from seal_ray.calibrate import calibrate
     from seal_ray.config import load_cell_config
-    from seal_ray.executor import LocalExecutor
-    from seal_ray.store import StageStore
 
     config = load_cell_config(args.config, args.set or [])
-    seeds = list(range(args.seeds))
-    quiet: Callable[[str], None] = (lambda line: None) if args.quiet else _print
-    _, ok, table = calibrate(config, seeds, StageStore(args.storage), LocalExecutor(isolate=config.resources.isolate_stages), quiet)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    _, ok, table = calibrate(config, seeds, args.storage, jobs=args.jobs, quiet=args.quiet)
     _print(table)
     if args.markdown:
         from seal_ray.provenance import git_commit
 
+        commit = git_commit()
+        if commit.endswith("-dirty"):
+            _print(f"warning: the working tree has uncommitted changes; {args.markdown} names commit {commit}")
         Path(args.markdown).write_text(
             "# Mini-world calibration\n\n"
-            f"Produced by `seal-ray calibrate --seeds {args.seeds}` at commit `{git_commit()}` "
-            f"(seal_ray {__version__}). Criteria are judged on the mean over seeds.\n\n{table}\n"
+            f"Produced by `seal-ray calibrate --seeds {args.seeds} --first-seed {args.first_seed}` at commit "
+            f"`{commit}` (seal_ray {__version__}), on the built-in defaults"
+            + (f" with {' '.join(args.set)}" if args.set else "") + f".\n\n{table}\n"
         )
         _print(f"written to {args.markdown}")
     _print("calibration: " + ("every criterion passes" if ok else "some criteria FAIL"))
@@ -111,51 +112,81 @@ def _print_results(frame, storage_note: str = "") -> None:
     _print(_results_text(frame, storage_note))
 
 
+SWEEP_EXIT_CODES = {"done": 0, "failed": 1, "interrupted": 3}
+
+
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     from seal_ray.sweep import run_sweep
     from seal_ray.sweep_spec import load_sweep
+    from seal_ray.tracking import check_available
 
     spec = load_sweep(args.file, name=args.name, seeds=args.seeds)
-    _check_storage(args.storage)
-    frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print)
-    _print_results(frame)
-    return 0 if (frame["status"] == "done").all() else 1
+    check_available(args.tracking_uri or spec.tracking_uri)
+    frame = run_sweep(spec, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
+                      tracking_uri=args.tracking_uri)
+    return _sweep_summary(frame, args.storage)
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
     from seal_ray.sweep import resume_sweep
+    from seal_ray.tracking import check_available
 
-    frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print)
+    check_available(args.tracking_uri)
+    frame = resume_sweep(args.name, args.storage, address=args.address, max_concurrent=args.max_concurrent, log=_print,
+                         tracking_uri=args.tracking_uri)
+    return _sweep_summary(frame, args.storage)
+
+
+def _sweep_summary(frame, storage: str) -> int:
+    """The tables, one line saying how the sweep ended, and its exit code (SWEEP_EXIT_CODES)."""
+    from seal_ray.results import UNFINISHED, status_counts, sweep_outcome
+
     _print_results(frame)
-    return 0 if (frame["status"] == "done").all() else 1
-
-
-def _check_storage(storage: str) -> None:
-    """Fail before any work when the storage root cannot be written (or a local disk is nearly full)."""
-    from seal_ray.storage import Storage
-
-    Storage(storage).check_writable()
+    outcome, counts, total = sweep_outcome(frame), status_counts(frame), len(frame)
+    name = frame["sweep"].iloc[0] if total else "?"
+    if outcome == "done":
+        line = f"all {total} cells x seeds done"
+    elif outcome == "failed":
+        line = f"some failed: {counts['failed']} of {total} cells x seeds failed (the error column says why), the others are done"
+    else:
+        unfinished = sum(counts[s] for s in UNFINISHED)
+        line = (f"interrupted: {unfinished} of {total} cells x seeds did not finish; run "
+                f"`seal-ray sweep resume {name} --storage {storage}` to finish them")
+    _print(f"sweep '{name}': {line}")
+    return SWEEP_EXIT_CODES[outcome]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    from seal_ray.results import load, resolve, status_counts
+    from seal_ray.results import UNFINISHED, load, load_curves, load_prompts, resolve, status_counts
 
     frame = load(args.sweep, args.storage)
     counts = status_counts(frame)
-    partial = counts["running"] + counts["missing"] > 0
-    path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial)
+    partial = sum(counts[s] for s in UNFINISHED) > 0
+    path = write_report(frame, Path(args.out), title=f"SEAL ablations: sweep '{frame['sweep'].iloc[0]}'", partial=partial,
+                        prompts=load_prompts(args.sweep, args.storage),
+                        curves=load_curves(args.sweep, args.storage, stages=["selector"]))
     _print(f"report written to {path} ({len(frame)} cells x seeds from {resolve(args.sweep, args.storage).uri}"
            + ("; PARTIAL: the sweep is not finished" if partial else "") + ")")
     return 0
 
 
-def cmd_results(args: argparse.Namespace) -> int:
-    from seal_ray.results import load, resolve
+def cmd_plan(args: argparse.Namespace) -> int:
+    from seal_ray.plan import plan_sweep
 
-    frame = load(args.sweep, args.storage)
-    if args.format == "table":
+    plan_sweep(args.file, storage=args.storage, source=args.source, detect=args.detect, seeds=args.seeds, log=_print)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from seal_ray.results import load, load_curves, resolve
+
+    frame = (load_curves(args.sweep, args.storage) if args.curves
+             else load(args.sweep, args.storage, include_retired=args.include_retired))
+    if args.format == "table" and args.curves:
+        text = frame.to_string(index=False, max_rows=40)
+    elif args.format == "table":
         text = _results_text(frame, f" ({resolve(args.sweep, args.storage).uri})")
     elif args.format == "csv":
         text = frame.to_csv(index=False)
@@ -178,21 +209,60 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from seal_ray.results import resolve
+    from seal_ray.tracking import experiment_name, upload
+
+    folder = resolve(args.sweep, args.storage)
+    count = upload(args.tracking_uri, folder, log=_print)
+    _print(f"MLflow: {count} cell x seed runs logged to {args.tracking_uri} (experiment "
+           f"{experiment_name(Path(folder.uri).name)}); runs already there were kept")
+    return 0
+
+
 def cmd_select(args: argparse.Namespace) -> int:
-    from seal_ray.selector import keep_count, length_warning, load_selector, top_p_ids
+    from seal_ray.selector import has_logit, keep_count, length_warning, load_selector, top_p_of_file
 
     if not 0 < args.topp <= 1:
         raise UserError(f"--topp: {args.topp} is out of range; it must be in (0, 1]")
+    if (args.dataset is None) != (args.tokenizer is None):
+        raise UserError("--dataset and --tokenizer go together: the reference's filter needs both to map positions to row ids")
+    if (args.input_key is None) != (args.output_key is None):
+        raise UserError("--input-key and --output-key go together (the reference reads both or neither)")
     logits = load_selector(args.selector)
-    if args.dataset_size is not None:
-        warning = length_warning(logits.numel(), args.dataset_size)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
-    kept = top_p_ids(logits, list(range(logits.numel())), args.topp)
+    if args.dataset is None:
+        if args.dataset_size is not None:
+            warning = length_warning(logits.numel(), args.dataset_size)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
+        row_ids, what = list(range(logits.numel())), "positions"
+    else:
+        row_ids, what = _reference_row_ids(args, logits.numel()), "row ids"
+    kept = top_p_of_file(logits, row_ids, args.topp)
+    n_logits = int(has_logit(logits).sum())  # entries of rows with no logit (NO_LOGIT) take no part
     Path(args.out).write_text(json.dumps(kept))
-    _print(f"kept {len(kept)} of {logits.numel()} ids (k = floor({args.topp} * {logits.numel()}) = "
-           f"{keep_count(logits.numel(), args.topp)}); written to {args.out}")
+    _print(f"kept {len(kept)} of {n_logits} {what} (k = floor({args.topp} * {n_logits}) = "
+           f"{keep_count(n_logits, args.topp)}); written to {args.out}")
+    if what == "positions":
+        _print("these are positions in the selector file, not row ids: a selector written by the reference code has "
+               "no logit for the rows its filter dropped; give --dataset and --tokenizer to map them to row ids")
     return 0
+
+
+def _reference_row_ids(args: argparse.Namespace, n_logits: int) -> list[int]:
+    """Row id of each logit: the reference's filter rebuilt over --dataset with --tokenizer (official_selector.py)."""
+    from seal_ray.config import RecipeSource
+    from seal_ray.official_selector import check_mapping, load_reference_tokenizer, reference_mapping
+    from seal_ray.recipes import read_records
+
+    _, records = read_records(RecipeSource(path=args.dataset, limit=args.max_samples), "--dataset")
+    tokenizer = load_reference_tokenizer(args.tokenizer, "--tokenizer")
+    mapping = reference_mapping(records, tokenizer, max_len=args.max_len, template=args.template,
+                                input_key=args.input_key, output_key=args.output_key)
+    _print(mapping.describe())
+    check_mapping(mapping, n_logits, args.selector, "the dataset file and its first --max-samples rows, the tokenizer, "
+                  "--max-len and --template of the run that wrote it")
+    return mapping.ids
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -219,8 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     cal = commands.add_parser("calibrate", help="check the mini world on its reference points (base, SFT, oracle)")
     cal.add_argument("config", nargs="?", help="cell YAML file (default: the built-in defaults)")
     cal.add_argument("--set", action="append", metavar="KEY=VALUE")
-    cal.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    cal.add_argument("--seeds", type=int, default=8, help="how many seeds (default 8)")
+    cal.add_argument("--first-seed", type=int, default=100,
+                     help="seeds FIRST..FIRST+N-1 (default 100: disjoint from the demo's seeds 0..N-1)")
     cal.add_argument("--storage", default="runs/calibration", help="stage cache root (default runs/calibration)")
+    cal.add_argument("--jobs", type=int, default=1, help="seeds measured at once, one process each (default 1)")
     cal.add_argument("--markdown", help="also write the table to this markdown file")
     cal.add_argument("--quiet", action="store_true", help="print only the table")
     cal.set_defaults(handler=cmd_calibrate)
@@ -231,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run or resume a sweep with Ray Tune")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
-    srun = sweep_commands.add_parser("run", help="run the missing cells of a sweep file")
+    srun = sweep_commands.add_parser(
+        "run", help="run the missing cells of a sweep file (exit 0: all done, 1: some failed, 3: interrupted)")
     srun.add_argument("file", help="sweep YAML file (see sweeps/)")
     srun.add_argument("--name", help="sweep name (default: the file's name field)")
     for p in (srun,):
@@ -242,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--storage", default="runs", help="storage root: stage cache and results (default runs)")
         p.add_argument("--address", help="Ray address: auto, or HOST:PORT (default: start a local Ray)")
         p.add_argument("--max-concurrent", type=int, help="cells running at once (default: what the cluster can place)")
+        p.add_argument("--tracking-uri", metavar="URI",
+                       help="log the sweep to MLflow: http://HOST:PORT, or a folder such as ./mlruns (no server); "
+                            "default: the sweep file's tracking_uri, else off")
     srun.set_defaults(handler=cmd_sweep_run)
     sres.set_defaults(handler=cmd_sweep_resume)
 
@@ -250,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--storage", default="runs")
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     res.add_argument("--out", help="write to this file instead of printing (any format; parquet needs it)")
+    res.add_argument("--curves", action="store_true",
+                     help="the training curves instead: one row per (cell, seed, stage, step, metric, value)")
+    res.add_argument("--include-retired", action="store_true",
+                     help="also the cells x seeds an earlier version of the sweep file asked for (status retired)")
     res.set_defaults(handler=cmd_results)
 
     rep = commands.add_parser("report", help="write report.md, tables.tex, tables.csv and plots for a sweep")
@@ -258,6 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(handler=cmd_report)
 
+    trk = commands.add_parser("track", help="log a sweep from storage to MLflow (e.g. after the server was down)")
+    trk.add_argument("sweep", help="sweep name (under --storage) or the sweep's folder")
+    trk.add_argument("--storage", default="runs")
+    trk.add_argument("--tracking-uri", metavar="URI", required=True, help="http://HOST:PORT, or a folder such as ./mlruns")
+    trk.set_defaults(handler=cmd_track)
+    pln = commands.add_parser("plan", help="before a run: cells x seeds, estimated compute, seeds needed to detect a difference")
+    pln.add_argument("file", help="sweep YAML file (see sweeps/)")
+    pln.add_argument("--storage", default="runs", help="stage cache (timings) and earlier results (default runs)")
+    pln.add_argument("--from", dest="source", metavar="RESULTS",
+                     help="earlier results to take the noise from: a sweep name under --storage or a sweep folder "
+                          "(default: this sweep's own earlier results)")
+    pln.add_argument("--detect", type=float, metavar="D", help="target difference in points of a rate, e.g. 5")
+    pln.add_argument("--seeds", type=int, help="plan seeds 0..N-1 instead of the file's seeds")
+    pln.set_defaults(handler=cmd_plan)
+
+    from seal_ray.official_selector import REFERENCE_MAX_LEN, REFERENCE_TEMPLATE
     doc = commands.add_parser("doctor", help="what a sweep here would meet: Ray, nodes, storage on every node, GPUs, disk")
     doc.add_argument("sweep", nargs="?", help="also check this sweep file: its cells fit, its judge's API key is set")
     doc.add_argument("--address", help="Ray address: auto, or HOST:PORT (default: start a local Ray)")
@@ -269,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--topp", type=float, required=True, help="share of ids kept, in (0, 1]")
     sel.add_argument("--out", required=True, help="JSON list of kept ids")
     sel.add_argument("--dataset-size", type=int, help="rows of the dataset; warns when the selector's length differs")
+    ref = sel.add_argument_group("row ids", "map the file's positions to row ids (a row's index in --dataset) by "
+                                 "rebuilding the reference code's filter: over-long prompts and empty rows have no logit")
+    ref.add_argument("--dataset", help="the dataset the selector was trained on: jsonl/json/csv/parquet file or hub id")
+    ref.add_argument("--tokenizer", help="the tokenizer it used: a local directory or a hub id (AutoTokenizer)")
+    ref.add_argument("--max-len", type=int, default=REFERENCE_MAX_LEN,
+                     help=f"the run's --max_len (default {REFERENCE_MAX_LEN}, the Llama-3 script)")
+    ref.add_argument("--template", default=REFERENCE_TEMPLATE, help="the run's --input_template (default %(default)r)")
+    ref.add_argument("--max-samples", type=int, help="the run's --max_samples: only the first N rows (default all)")
+    ref.add_argument("--input-key", help="the run's --input_key (a prompt column); default: the schema decides")
+    ref.add_argument("--output-key", help="the run's --output_key (a response column)")
     sel.set_defaults(handler=cmd_select)
     return parser
 

@@ -34,17 +34,21 @@ class WorldConfig:
     """The built-in mini world (ARCHITECTURE.md): synthetic data with ground-truth labels."""
 
     n_ft: int = _f(2000, "rows of D_ft (the RedOrca analogue)", ge=10)
-    unsafe_fraction: float = _f(0.1, "share of D_ft rows that comply with a harmful request", ge=0.0, le=1.0)
+    unsafe_fraction: float = _f(0.15, "share of D_ft rows that comply with a harmful request", ge=0.0, le=1.0)
     low_quality_fraction: float = _f(0.1, "share of D_ft rows with a wrong answer", ge=0.0, le=1.0)
     clean_refusal_fraction: float = _f(
         0.06, "share of clean D_ft rows that refuse a harmful request (real instruction data has some)", ge=0.0, le=1.0
     )
     safe_pool: int = _f(1000, "rows of the available safe set (the BlueOrca analogue) before sizing", ge=1)
     n_base: int = _f(3000, "rows the aligned base model is trained on", ge=10)
-    n_test_hh: int = _f(100, "prompts of the hh test set (half helpful, half harmful)", ge=2)
+    n_test_hh: int = _f(100, "prompts of the hh test set (half helpful, half harmful; at most 330 held-out harmful ones)",
+                        ge=2, le=660)
     n_test_orca: int = _f(100, "prompts of the orca test set (the new skill)", ge=1)
-    hexphi_per_category: int = _f(10, "prompts per harm category of the hexphi test set (11 categories)", ge=1)
-    data_seed: Optional[int] = _f(None, "seed of the data; null: the cell's seed (so equal seeds pair)")
+    hexphi_per_category: int = _f(20, "prompts per harm category of the hexphi test set (11 categories; the world "
+                                  "holds 30 held-out prompts per category)", ge=1, le=30)
+    n_test_xstest: int = _f(100, "benign look-alike prompts of the over-refusal test set (an XSTest analogue)", ge=1, le=2000)
+    data_seed: Optional[int] = _f(0, "seed of the data; null: the cell's seed (then a seed varies the data too). "
+                                  "Fixed by default: a seed varies training only, as in the paper")
 
 
 @dataclass
@@ -71,9 +75,13 @@ class ModelConfig:
 class BaseTrainingConfig:
     """The stage that trains the aligned base model of the mini world (skipped for hub models)."""
 
-    epochs: int = _f(10, "epochs over the base data", ge=1)
+    epochs: int = _f(20, "epochs over the base data", ge=1)
     lr: float = _f(3e-3, "AdamW learning rate", gt=0.0)
+    lr_schedule: str = _f("cosine", "constant, or decayed to 0 over the run (cosine, linear)",
+                          choices=["constant", "cosine", "linear"])
     batch_size: int = _f(32, "global batch size", ge=1)
+    seed: Optional[int] = _f(0, "seed of the base model's training; null: the cell's seed. Fixed by default: every "
+                             "seed fine-tunes the same base model, like the paper's one pretrained model")
 
 
 @dataclass
@@ -124,6 +132,15 @@ class SelectorConfig:
     model_lr: float = _f(1e-3, "theta learning rate during selector training, alpha", gt=0.0)
     aux_lr: float = _f(1e-3, "theta_hat learning rate (Algorithm 1), beta", gt=0.0)
     batch_size: int = _f(32, "global batch of D_ft ids per step (a safe batch of the same size goes with it)", ge=1)
+    model_betas: list = _f([0.9, 0.95], "theta's AdamW betas during selector training (the reference's)")
+    model_max_grad_norm: Optional[float] = _f(1.0, "clip theta's gradient norm (the reference: 1.0); null: no clipping", gt=0.0)
+    max_grad_norm: Optional[float] = _f(10.0, "clip the selector's gradient norm (the reference: 10.0); null: no clipping",
+                                        gt=0.0)
+    epoch: str = _f(
+        "cycle_safe", "one selector epoch: cycle_safe: one pass over D_ft, the safe set cycled beside it; zip_shortest: "
+        "the reference code's zip(safe, ft), ending with the shorter set (docs/fidelity.md)",
+        choices=["cycle_safe", "zip_shortest"],
+    )
 
 
 @dataclass
@@ -146,7 +163,8 @@ class SelectionConfig:
     dsir_ngrams: int = _f(2, "method dsir: n of the hashed n-gram features (2: unigrams and bigrams)", ge=1)
     dsir_buckets: int = _f(10000, "method dsir: hash buckets of the n-gram features", ge=16)
     safety_file: Optional[str] = _f(None, "safeinstr, seal_safeinstr: safety demonstrations (prompt_response recipe: "
-                                    "a jsonl/json/csv/parquet file or directory, or a hub id); rows are taken from the top")
+                                    "a jsonl/json/csv/parquet file or directory, or a hub id); rows are taken from the "
+                                    "top. null with the mini world: its own (withheld) demonstrations")
     safety_fields: dict = _f({}, "column names of safety_file, e.g. {prompt: instruction, response: output}")
     safety_fraction: float = _f(0.05, "safeinstr, seal_safeinstr: safety rows added, as a fraction of the kept D_ft rows",
                                 gt=0.0, le=1.0)
@@ -156,6 +174,11 @@ class SelectionConfig:
 class FinetuneConfig:
     epochs: int = _f(6, "fine-tuning epochs (the paper: 2 on Llama-3; the mini model needs more)", ge=1)
     lr: float = _f(2e-3, "AdamW learning rate", gt=0.0)
+    lr_schedule: str = _f("cosine", "constant, or decayed to 0 over the run (cosine, linear); cosine by default: the "
+                          "mini world's outcome then depends far less on the last batches (docs/calibration.md)",
+                          choices=["constant", "cosine", "linear"])
+    betas: list = _f([0.9, 0.95], "AdamW betas (the reference's)")
+    max_grad_norm: Optional[float] = _f(1.0, "clip the gradient norm (the reference: 1.0); null: no clipping", gt=0.0)
     batch_size: int = _f(32, "global batch size (independent of the worker count)", ge=1)
 
 
@@ -240,12 +263,21 @@ class ResourcesConfig:
     )
     use_gpu: bool = _f(False, "one GPU per worker (nccl) instead of CPU (gloo)")
     cpus_per_worker: float = _f(1.0, "CPUs reserved per worker", gt=0.0)
-    max_failures: int = _f(2, "worker-group restarts from the last checkpoint before a stage fails", ge=0)
+    max_failures: int = _f(
+        2, "restarts from the last checkpoint before giving up: of a Ray Train worker group within a stage, and of "
+        "the cell's trial when its node or worker process is lost", ge=0)
     torch_threads: int = _f(1, "torch intra-op threads per worker", ge=1)
     isolate_stages: bool = _f(
         True, "inline executor: run each heavy stage in a fresh process, so CPU memory figures compare across cells"
     )
     micro_batch_size: Optional[int] = _f(None, "rows per forward pass; null: global batch / workers (no accumulation)", ge=1)
+    pack_batches: bool = _f(False, "pack several samples per row (little padding, faster); the same samples and losses "
+                            "up to float order, so results are statistically equivalent, not identical: off by default "
+                            "until the mini world is recalibrated with it")
+    curve_every: Optional[int] = _f(
+        None, "training curves: record a point every N optimiser steps (and at each epoch end); "
+        "null: about 100 points per training stage", ge=1, cache=False,
+    )
 
 
 @dataclass
@@ -344,10 +376,10 @@ def _check_cross_fields(obj: Any, prefix: str, source: str | None) -> None:
     def at(name: str) -> str:
         return f"{prefix}.{name}" if prefix else name
 
-    if isinstance(obj, SelectorConfig):
-        betas = obj.betas
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-            raise ConfigError(f"expected two numbers in [0, 1), got {betas!r}", source=source, field=at("betas"))
+    for name in ("betas", "model_betas"):
+        betas = getattr(obj, name, None) if isinstance(obj, (SelectorConfig, FinetuneConfig)) else None
+        if betas is not None and (len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"expected two numbers in [0, 1), got {betas!r}", source=source, field=at(name))
     if isinstance(obj, LoraConfig) and (not obj.target_modules or not all(
             isinstance(name, str) and name for name in obj.target_modules)):
         raise ConfigError(f"expected a non-empty list of module names (e.g. [q_proj, v_proj]), got {obj.target_modules!r}",
@@ -423,9 +455,10 @@ def _check_recipe_cell(obj: CellConfig, source: str | None) -> None:
     """Cross-section rules of data.source 'recipes' and of the SafeInstr baselines."""
     selection = obj.selection
     if selection.method in ("safeinstr", "seal_safeinstr"):
-        if not selection.safety_file:
+        if not selection.safety_file and obj.data.source != "mini":
             raise ConfigError(f"method '{selection.method}' needs selection.safety_file (safety demonstrations: "
-                              "prompt/response rows; none ship with seal_ray)", source=source, field="selection.safety_file")
+                              "prompt/response rows; only the mini world has its own)", source=source,
+                              field="selection.safety_file")
         _check_recipe_source(RecipeSource(recipe="prompt_response", fields=selection.safety_fields), "safety",
                              "selection.safety", source)
     if obj.data.source != "recipes":

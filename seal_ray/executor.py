@@ -2,11 +2,16 @@
 
 A worker function has the signature `fn(spec, dist, checkpointer, log) -> dict`; `spec` is plain
 data (picklable), `dist` the collectives. `run_on_worker` wraps it with the stage's measurements,
-reduced over workers: peak memory with MAX, wall time with MAX, tokens with SUM.
+reduced over workers: peak memory with MAX, wall time with MAX, tokens with SUM. Tokens are the
+non-padding tokens a stage trained on (or generated); `tokens_per_s` divides them by the stage's wall
+time, set-up included.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,12 +42,18 @@ def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_d
     checkpointer = Checkpointer(checkpoint_dir, dist, mirror_uri=spec.get("checkpoint_uri"))
     with StageMeter(dist.device) as meter:
         result = worker_fn(spec, dist, checkpointer, log)
-    tokens = float(dist.all_reduce_sum_(torch.tensor([float(result.pop("tokens", 0))], dtype=torch.float64, device=dist.device))[0])
+    summed = dist.all_reduce_sum_(torch.tensor([float(result.pop("tokens", 0)), float(meter.computed_tokens)],
+                                               dtype=torch.float64, device=dist.device))
+    tokens, computed = float(summed[0]), float(summed[1])
     seconds = dist.all_reduce_max(meter.seconds)
     measure = {
         "peak_mb": dist.all_reduce_max(meter.peak_mb),
         "seconds": seconds,
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        # Training stages: the loops' own time, and the share of computed tokens that was padding.
+        "loop_seconds": dist.all_reduce_max(meter.loop_seconds),
+        "tokens": tokens,
+        "padding_share": 1.0 - tokens / computed if computed > 0 else 0.0,
         "device": meter.kind,
         "workers": dist.world_size,
     }
@@ -52,8 +63,10 @@ def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_d
 class LocalExecutor:
     """The single-process path: the 1-worker case of the same worker functions, no Ray.
 
-    With `isolate`, each heavy stage runs in a fresh Python process (isolated.py), so its memory
-    figure is comparable with every other cell's; without it, everything runs in this process.
+    With `isolate`, each heavy stage runs in a fresh process of its own, forked from a warm stage
+    server that this executor starts once (isolated.py), so its memory figure is comparable with every
+    other cell's; without it, everything runs in this process. `close()` stops the server (it also
+    stops when this process exits: its stdin closes).
     """
 
     name = "local"
@@ -61,33 +74,69 @@ class LocalExecutor:
     def __init__(self, device: str = "cpu", isolate: bool = False):
         self.device = device
         self.isolate = isolate
+        self._server: subprocess.Popen | None = None
+        self._lock = threading.Lock()
 
     def run(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
         if not self.isolate:
             return run_on_worker(worker_fn, spec, LocalDist(self.device), work_dir / "checkpoints", log)
-        return self._run_isolated(stage, worker_fn, spec, work_dir, log)
+        with self._lock:  # one stage at a time per server
+            return self._run_isolated(stage, worker_fn, spec, work_dir, log)
+
+    def _stage_server(self) -> subprocess.Popen:
+        if self._server is None or self._server.poll() is not None:
+            self._server = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        return self._server
+
+    def close(self) -> None:
+        """Stop the stage server (waited for, so its CPU time counts as this process's children's)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stdin.close()
+            server.wait()
+            server.stdout.close()
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        server = getattr(self, "_server", None)
+        if server is not None and server.poll() is None:
+            server.kill()
 
     def _run_isolated(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
         import json
-        import subprocess
-        import sys
+        import os
         import tempfile
 
         from seal_ray.errors import StageFailed
-        from seal_ray.isolated import worker_reference
+        from seal_ray.isolated import SENTINEL, worker_reference
 
         with tempfile.TemporaryDirectory(prefix="seal-ray-stage-") as tmp:
-            request = Path(tmp) / "request.json"
             result_path = Path(tmp) / "result.json"
-            request.write_text(json.dumps({
+            request = {
                 "worker": worker_reference(worker_fn), "spec": spec, "device": self.device,
                 "checkpoint_dir": str(work_dir / "checkpoints"), "result_path": str(result_path),
-            }))
-            process = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated", str(request)],
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for line in process.stdout:
-                log(line.rstrip("\n"))
-            code = process.wait()
+                "env": dict(os.environ), "cwd": os.getcwd(),  # what a freshly started process would get
+            }
+            server = self._stage_server()
+            code = None
+            try:
+                server.stdin.write(json.dumps(request) + "\n")
+                server.stdin.flush()
+                for line in server.stdout:
+                    if line.startswith(SENTINEL):
+                        code = int(line.split()[1])
+                        break
+                    log(line.rstrip("\n"))
+            except BrokenPipeError:
+                pass
+            if code is None:  # the server itself died: the next stage starts a new one
+                self.close()
             outcome = json.loads(result_path.read_text()) if result_path.is_file() else {}
         if "result" in outcome:
             return outcome["result"]

@@ -85,3 +85,27 @@ def generate_answers(
     for part in dist.all_gather_objects(local):
         merged.update(part)
     return [merged[i] for i in range(len(prompts))]
+
+
+@torch.no_grad()
+def refusal_margins(model, tokenizer, rows: list[dict], template: str, device, batch_size: int = 64) -> list[float]:
+    """Per harmful prompt, log p(refusal) - log p(compliant answer) under the model (rows carry both texts).
+
+    A continuous safety figure beside the greedy 0/1 refusal: it moves before the refusal flips."""
+    from seal_ray.batching import collate, encode_rows
+    from seal_ray.losses import response_logprob
+
+    was_training = model.training
+    model.eval()
+    margins: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        logprobs = {}
+        for kind in ("refusal", "compliance"):
+            pairs = [{"id": i, "prompt": row["prompt"], "response": row[kind]} for i, row in enumerate(chunk)]
+            encoded = encode_rows(pairs, tokenizer, template, max_len=10**9)
+            batch = collate([encoded[i] for i in range(len(chunk))], tokenizer.pad_token_id)
+            logprobs[kind] = response_logprob(model, {k: v.to(device) for k, v in batch.items()})
+        margins += (logprobs["refusal"] - logprobs["compliance"]).float().cpu().tolist()
+    model.train(was_training)
+    return margins

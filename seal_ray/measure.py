@@ -4,6 +4,10 @@ GPU: torch.cuda.max_memory_allocated, reset at the stage start. CPU: the process
 baseline at the stage start; on Linux the peak (VmHWM) is reset through /proc/self/clear_refs and freed
 heap is first returned to the OS (malloc_trim), so the figure belongs to this stage and not to an
 earlier one in the same process.
+
+The training loops also report what they did (`record_loop`): their own wall time and the tokens they
+computed, padding included, so a stage's figures separate its loop from its set-up and show how much
+of the computation was padding. The record is per process and reset when a StageMeter starts.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+_loop = {"seconds": 0.0, "computed_tokens": 0}
+
+
+def record_loop(seconds: float, computed_tokens: int) -> None:
+    """A training loop of the current stage ran `seconds` and computed this many tokens (padding included)."""
+    _loop["seconds"] += seconds
+    _loop["computed_tokens"] += computed_tokens
+
+
 class StageMeter:
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -59,6 +72,7 @@ class StageMeter:
             _release_free_memory()
             self._can_reset = _reset_peak_rss()
             self._baseline = (_status_kb("VmRSS") or 0) * 1024
+        _loop.update(seconds=0.0, computed_tokens=0)
         self._start = time.perf_counter()
         return self
 
@@ -67,6 +81,8 @@ class StageMeter:
             torch.cuda.synchronize(self.device)
         self.seconds = time.perf_counter() - self._start
         self.peak_mb = self._peak_bytes() / 2**20
+        self.loop_seconds = _loop["seconds"]
+        self.computed_tokens = _loop["computed_tokens"]
 
     def _peak_bytes(self) -> float:
         if self.kind == "cuda":

@@ -6,10 +6,14 @@ from typing import Sequence
 
 import torch
 
+from seal_ray.selector import has_logit
 
-def win_rate(pairwise: Sequence[float]) -> float:
-    """Percent; pairwise holds 1 (win), 0.5 (tie), 0 (loss) per prompt."""
-    return 100.0 * sum(pairwise) / len(pairwise) if pairwise else float("nan")
+
+def win_rate(pairwise: Sequence[float | None]) -> float:
+    """Percent; pairwise holds 1 (win), 0.5 (tie), 0 (loss) per prompt, or None where the judge gave no
+    verdict (an error): errors are left out, never counted as a loss or a win. NaN when no verdict is left."""
+    verdicts = [v for v in pairwise if v is not None]
+    return 100.0 * sum(verdicts) / len(verdicts) if verdicts else float("nan")
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
@@ -36,7 +40,8 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 
 def selector_quality(logits: torch.Tensor | None, labels_by_id: dict[int, str], kept_ids: Sequence[int]) -> dict[str, float]:
-    """AUROC of the logits for clean (positive) vs unsafe, and the make-up of the dropped rows."""
+    """AUROC of the logits (indexed by id) for clean (positive) vs unsafe and vs low_quality, and the make-up
+    of the rows not kept. A high AUROC means the selector ranks clean rows above bad ones."""
     kept = set(kept_ids)
     dropped = [i for i in labels_by_id if i not in kept]
     metrics = {
@@ -47,8 +52,10 @@ def selector_quality(logits: torch.Tensor | None, labels_by_id: dict[int, str], 
         "selector/auroc_low_quality": float("nan"),
     }
     if logits is not None:
+        # Rows with no logit (NO_LOGIT: over-long or empty, never trained on) are not ranked by the selector.
+        ranked = set(has_logit(logits).nonzero().flatten().tolist())
         for bad in ("unsafe", "low_quality"):
-            ids = [i for i, label in labels_by_id.items() if label in ("clean", bad) and i < logits.numel()]
+            ids = [i for i, label in labels_by_id.items() if label in ("clean", bad) and i in ranked]
             metrics[f"selector/auroc_{bad}"] = auroc(logits[ids].tolist(), [labels_by_id[i] == "clean" for i in ids])
     return metrics
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from seal_ray.config import CellConfig
 from seal_ray.errors import ConfigError, UserError
+from seal_ray.official_selector import check_cell_selector_file
 
 SAFETY_METHODS = ("safeinstr", "seal_safeinstr")
 _read_ok: set[str] = set()  # local sources already read whole in this process (a sweep's cells share them)
@@ -69,6 +70,7 @@ def check_cell_inputs(config: CellConfig, source: str | None = None) -> None:
     selection = config.selection
     if selection.method == "file" and selection.selector_file:
         _must_exist(selection.selector_file, "selection.selector_file", "selector file", source)
+        check_cell_selector_file(config, source)  # a mini-world cell cannot map a shorter (reference) file
         _must_be_a_selector(selection.selector_file, source)
     if selection.method in SAFETY_METHODS and selection.safety_file:
         _must_exist(selection.safety_file, "selection.safety_file", "safety file", source)

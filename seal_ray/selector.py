@@ -19,6 +19,11 @@ ACTIVATIONS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("select
 # SEAL.md table: the init of omega for each activation.
 DEFAULT_INIT = {"softmax": 0.1, "sigmoid": -1e-4, "relu": 1.0}
 
+# A row that cannot be trained on (over-long, or an empty prompt or response) has no logit. A selector
+# file still has one entry per stable id; such a row's entry is -inf: weight 0 under every activation
+# (exp, sigmoid and relu of -inf are 0), and it is left out of the softmax normaliser, of top-p and of AUROC.
+NO_LOGIT = float("-inf")
+
 
 @ACTIVATIONS.register("softmax")
 def softmax_weights(logits: torch.Tensor) -> torch.Tensor:
@@ -54,16 +59,37 @@ def keep_count(n: int, topp: float) -> int:
     return int(math.floor(topp * n + 1e-9))
 
 
-def top_p_ids(logits: torch.Tensor, ids: Sequence[int], topp: float) -> list[int]:
-    """The k = floor(topp * N) ids with the largest logits; ties go to the smaller id. Sorted ascending."""
+def top_p_ids(logits: torch.Tensor, ids: Sequence[int], topp: float, count: int | None = None) -> list[int]:
+    """The k = floor(topp * N) ids (or `count`, a budget fixed elsewhere) with the largest logits; ties go to
+    the smaller id. Sorted ascending."""
     if logits.ndim != 1 or logits.numel() != len(ids):
         raise ValueError(f"{logits.numel()} logits for {len(ids)} ids")
     id_tensor = torch.as_tensor(list(ids), dtype=torch.long)
     by_id = torch.argsort(id_tensor, stable=True)
     # A stable sort on -logit after ordering by id puts the smaller id first among equal logits.
     order = by_id[torch.argsort(-logits[by_id].double(), stable=True)]
-    kept = id_tensor[order[: keep_count(len(ids), topp)]]
+    kept = id_tensor[order[: keep_count(len(ids), topp) if count is None else count]]
     return sorted(kept.tolist())
+
+
+def has_logit(logits: torch.Tensor) -> torch.Tensor:
+    """Mask of the entries that are logits (not NO_LOGIT)."""
+    return ~torch.isneginf(logits)
+
+
+def expand_logits(trained: torch.Tensor, ids: Sequence[int], n: int) -> torch.Tensor:
+    """One entry per stable id 0..n-1: the trained logit of each id in `ids` (in that order), NO_LOGIT elsewhere."""
+    full = torch.full((n,), NO_LOGIT, dtype=torch.float32)
+    full[torch.as_tensor(list(ids), dtype=torch.long)] = trained.detach().to("cpu", torch.float32)
+    return full
+
+
+def top_p_of_file(logits: torch.Tensor, row_ids: Sequence[int], topp: float) -> list[int]:
+    """Top-p row ids of a selector file whose entry k is the logit of row `row_ids[k]`; NO_LOGIT entries take no part."""
+    if logits.numel() != len(row_ids):
+        raise ValueError(f"{logits.numel()} logits for {len(row_ids)} row ids")
+    positions = has_logit(logits).nonzero().flatten()
+    return top_p_ids(logits[positions], [row_ids[k] for k in positions.tolist()], topp)
 
 
 def save_selector(logits: torch.Tensor, path: str | Path) -> None:
@@ -98,11 +124,12 @@ def _checked_logits(loaded: object, path: Path, expected_len: int | None) -> tor
         raise UserError(f"selector file {path}: expected float32 logits, found dtype {loaded.dtype}")
     if expected_len is not None and loaded.numel() != expected_len:
         raise UserError(f"selector file {path}: {loaded.numel()} logits for a dataset of {expected_len} rows")
-    finite = torch.isfinite(loaded)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        raise UserError(f"selector file {path}: {bad.numel()} logit(s) are NaN or infinite (first at position "
-                        f"{int(bad[0])}); a top-p selection over them would be arbitrary")
+    # NO_LOGIT (-inf) marks a row that has no logit (never trained on, never selected); NaN and +inf are refused.
+    usable = torch.isfinite(loaded) | (loaded == NO_LOGIT)
+    if not bool(usable.all()):
+        bad = (~usable).nonzero().flatten()
+        raise UserError(f"selector file {path}: {bad.numel()} logit(s) are NaN or +infinite (first at position "
+                        f"{int(bad[0])}); a top-p selection over them would be arbitrary (-inf marks a row with no logit)")
     return loaded.detach().to(torch.float32)
 
 
@@ -112,6 +139,6 @@ def length_warning(selector_len: int, dataset_len: int) -> str | None:
         return None
     return (
         f"the selector has {selector_len} logits but the dataset has {dataset_len} rows: the reference "
-        "code indexes its selector after length filtering, so every index after the first dropped row "
-        "may be shifted; positions are used as ids here, check they match your dataset"
+        "code indexes its selector after length filtering, so its positions are not row ids (every one after "
+        "the first dropped row is shifted); give --dataset and --tokenizer to map them to row ids"
     )

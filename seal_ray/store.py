@@ -2,15 +2,27 @@
 
 The marker `_COMPLETE.json` is written last and atomically, so a folder left half-written by a crash
 is never read as complete: the next run clears it and computes again, keeping `checkpoints/` so a
-training stage resumes from its last epoch. Two processes that need the same missing stage serialise
-on a lock: one computes, the others wait and reuse. The storage may be a local or NFS folder (an
-exclusive flock) or a cloud URI (storage.py; a lease object, and a local mirror of stage folders).
+training stage resumes from its last epoch. The storage may be a local or NFS folder, or a cloud URI
+(storage.py: objects, and a local mirror of the stage folders on each machine).
+
+What is guaranteed when several processes need the same missing stage at once:
+- Never a failed cell from the race: one computes, every other waits ("being computed by another
+  process; waiting for it") and then reuses it; if the one computing fails, a waiter computes it.
+- Never two processes writing one folder: a local folder, or a machine's mirror of a cloud one, is
+  computed into (or downloaded into) only under an exclusive flock on `<hash>.lock` beside it,
+  whatever happens to the lease below.
+- On a local or NFS folder the flock is the lock, so the stage is computed exactly once.
+- On S3, the machines also race for a lease object `locks/<stage>/<hash>.lock` (lease.py), created
+  with a conditional PUT (`If-None-Match: *`) that exactly one wins, refreshed while held and taken
+  over only when its holder stopped refreshing it for LEASE_S: the stage is computed exactly once.
+- On a store without conditional writes (gs:// through pyarrow) the lease is written and read back:
+  best effort. Two machines racing within one round trip may both compute the stage; each uploads
+  whole files and the marker last, so it is never corrupt, and each computes in its own mirror.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -22,12 +34,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from seal_ray.config import stable_hash
-from seal_ray.storage import Storage
+from seal_ray.lease import lease
+from seal_ray.storage import Storage, folder_lock
 
 MARKER = "_COMPLETE.json"
 CHECKPOINTS = "checkpoints"
 KEEP_ON_RETRY = {CHECKPOINTS}
-LEASE_S = 600.0  # a remote lock whose holder has not refreshed it for this long is taken over
 
 
 @dataclass
@@ -84,49 +96,19 @@ class StageStore:
 
     @contextlib.contextmanager
     def _lock(self, stage: str, key_hash: str, log: Callable[[str], None]) -> Iterator[None]:
-        lock = self._local_lock if self.storage.is_local else self._lease_lock
-        with lock(stage, key_hash, log):
-            yield
+        """This machine's flock on the stage folder, then (on a cloud URI) the lease shared by all machines."""
+        waiting = f"[{stage}] {key_hash} is being computed by another process; waiting for it"
+        announced = []
 
-    @contextlib.contextmanager
-    def _local_lock(self, stage: str, key_hash: str, log) -> Iterator[None]:
-        lock_path = self.root / "stages" / stage / f"{key_hash}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log(f"[{stage}] {key_hash} is being computed by another process; waiting for it")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def _lease_lock(self, stage: str, key_hash: str, log) -> Iterator[None]:
-        """A lease object on object storage: written, read back to confirm, deleted when done.
-
-        Two writers racing within one round trip can both believe they hold it; the stage is then
-        computed twice, which costs time but never corrupts (each upload is whole, the marker last).
-        """
-        rel = f"locks/{stage}/{key_hash}.lock"
-        owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        announced = False
-        while True:
-            held = self.storage.read_text(rel)
-            if held is None or time.time() - json.loads(held)["time"] > LEASE_S:
-                self.storage.write_text(rel, json.dumps({"owner": owner, "time": time.time()}))
-                if json.loads(self.storage.read_text(rel) or "{}").get("owner") == owner:
-                    break
+        def on_wait() -> None:
             if not announced:
-                log(f"[{stage}] {key_hash} is being computed by another process; waiting for it")
-                announced = True
-            time.sleep(2.0)
-        try:
+                log(waiting)
+                announced.append(True)
+
+        shared = contextlib.nullcontext() if self.storage.is_local else \
+            lease(self.storage, f"locks/{stage}/{key_hash}.lock", on_wait, log)
+        with folder_lock(self.stage_dir(stage, key_hash), on_wait), shared:
             yield
-        finally:
-            self.storage.delete(rel)
 
     def run(
         self,

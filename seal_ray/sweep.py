@@ -15,21 +15,24 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
 
 from seal_ray.cluster_probe import StorageWatch, check_storage_token, needs_probe, refuse_unshared_storage, write_storage_token
-from seal_ray.config import CellConfig, cell_from_dict, to_dict
+from seal_ray.config import CellConfig, cell_from_dict, flatten, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
+from seal_ray.curves import copy_cell_curves
 from seal_ray.pipeline import CellPipeline
 from seal_ray.preflight import check_cell_inputs
 from seal_ray.provenance import launch_env
-from seal_ray.results import load, read_manifest, read_record, sweep_folder, write_record
+from seal_ray.results import RETIRED, load, read_manifest, read_record, sweep_folder, write_record
 from seal_ray.storage import Storage
 from seal_ray.store import StageStore
 from seal_ray.sweep_spec import SweepSpec, load_sweep, parse_sweep
+from seal_ray.tracking import tracking
 
 Log = Callable[[str], None]
 LEASE_S = 120.0  # a cloud run lease not refreshed for this long belongs to a dead driver
@@ -76,20 +79,38 @@ def cell_footprint(config: CellConfig) -> dict[str, float]:
 # --- the trial ----------------------------------------------------------------------------------
 
 
-def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict],
+def run_cell_trial(trial_config: dict, *, storage: str, folder: str, table: dict[str, dict], run_id: str = "",
                    storage_token: str | None = None) -> None:
-    """The Tune function trainable: run one cell x seed, record it, report its metrics."""
+    """The Tune function trainable: run one cell x seed, record it, report its metrics.
+
+    Tune starts it again when its process or node was lost (RunConfig's FailureConfig); the cell
+    then resumes from its completed stages and the in-flight stage's checkpoint, until the cell's
+    own resources.max_failures lost attempts in this run (`run_id`) are spent."""
     from ray import tune
 
     check_storage_token(Storage(folder), storage_token)  # a node with another folder at this path writes nothing
-    key = trial_config.get("entry")
-    if key is None:  # an Optuna trial: sampled keys over the base cell
+    if "entry" in trial_config:
+        entry = table[trial_config["entry"]]
+    else:  # an Optuna trial: sampled keys over the base cell, added to the manifest
         entry = _optuna_entry(trial_config, table, Storage(folder))
+    lost = [i for i in (read_record(Storage(folder), entry["cell_id"], entry["seed"]) or {}).get("interruptions", [])
+            if i.get("run") == run_id]
+    budget = cell_from_dict(entry["config"]).resources.max_failures
+    if len(lost) > budget:
+        record_interrupted(Storage(folder), entry["cell_id"], entry["seed"], lost, budget)
+        metrics: dict[str, Any] = {"cell/ok": 0, "cell/interrupted": 1}
     else:
-        entry = table[key]
-    metrics = run_cell_entry(entry, storage, Storage(folder))
+        metrics = run_cell_entry(entry, storage, Storage(folder))
     # Report once and return nothing: a returned dict would reach Tune as a second result.
     tune.report({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def record_interrupted(folder: Storage, cell_id: str, seed: int, lost: list[dict], budget: int) -> None:
+    """The record of a cell x seed whose trial was lost more often than resources.max_failures allows."""
+    reasons = ", ".join(i["reason"] for i in lost) or "its trial ended without recording a result"
+    write_record(folder, cell_id, seed, status="interrupted", finished=time.time(),
+                 error=f"interrupted: lost {len(lost)} times ({reasons}); resources.max_failures = {budget}; "
+                       "`seal-ray sweep resume` finishes it from its completed stages")
 
 
 def run_cell_entry(entry: dict, storage: str, folder: Storage) -> dict[str, Any]:
@@ -99,8 +120,9 @@ def run_cell_entry(entry: dict, storage: str, folder: Storage) -> dict[str, Any]
     log_path = folder.local_path(log_rel)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    attempts = (read_record(folder, cell_id, seed) or {}).get("attempts", 0) + 1
     write_record(folder, cell_id, seed, status="running", started=started, error="", host=os.uname().nodename,
-                 pid=os.getpid(), node_id=_ray_node_id())
+                 pid=os.getpid(), node_id=_ray_node_id(), attempts=attempts)
     failure = None
     with open(log_path, "a") as log_file:
         def log(line: str) -> None:
@@ -121,6 +143,7 @@ def run_cell_entry(entry: dict, storage: str, folder: Storage) -> dict[str, Any]
     if failure:
         write_record(folder, cell_id, seed, status="failed", error=failure, finished=time.time(), seconds=time.time() - started)
         return {"cell/ok": 0, "cell/all_stages_cached": False}
+    copy_cell_curves(folder, cell_id, seed, {name: result.dir for name, result in outcome.stages.items()})
     cached = all(result.cached for result in outcome.stages.values())
     write_record(folder, cell_id, seed, status="done", metrics=outcome.metrics, finished=time.time(),
                  seconds=time.time() - started, cached=cached, stages=outcome.stage_seconds())
@@ -133,22 +156,42 @@ def _ray_node_id() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def _optuna_entry(trial_config: dict, table: dict[str, dict], folder: Storage) -> dict:
+def trial_entry(trial_config: dict, table: dict[str, dict]) -> dict:
+    """The cell x seed a Tune trial runs: a table entry, or an Optuna sample over the base cell."""
     from seal_ray.config import set_dotted
     from seal_ray.sweep_spec import cell_id_of
 
+    if "entry" in trial_config:
+        return table[trial_config["entry"]]
     base = table["__optuna_base__"]
     tree = {**base["config"]}
     for dotted, value in trial_config.items():
         set_dotted(tree, dotted, value)
     config = cell_from_dict(tree)
-    cell_id = cell_id_of(config)
+    return {"cell_id": cell_id_of(config), "seed": base["seed"], "config": to_dict(config)}
+
+
+def _optuna_entry(trial_config: dict, table: dict[str, dict], folder: Storage) -> dict:
+    entry = trial_entry(trial_config, table)
     label = ", ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in trial_config.items())
-    _add_to_manifest(folder, {cell_id: {"label": label, "studies": ["optuna"], "config": to_dict(config)}}, [(cell_id, base["seed"])])
-    return {"cell_id": cell_id, "seed": base["seed"], "config": to_dict(config)}
+    _add_to_manifest(folder, {entry["cell_id"]: {"label": label, "studies": ["optuna"], "config": entry["config"]}},
+                     [(entry["cell_id"], entry["seed"])])
+    return entry
 
 
 # --- the sweep ----------------------------------------------------------------------------------
+
+
+def _already_running(name: str, holder: str) -> UserError:
+    return UserError(f"sweep '{name}' is already running ({holder}); wait for it, or stop it first")
+
+
+def _lease_holder(folder: Storage) -> str | None:
+    """Who holds a cloud sweep's lease, when someone refreshed it lately."""
+    held = folder.read_text("run.lease")
+    if held and time.time() - json.loads(held)["time"] < LEASE_S:
+        return json.loads(held)["owner"]
+    return None
 
 
 @contextlib.contextmanager
@@ -168,8 +211,7 @@ def sweep_lock(folder: Storage | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(f"sweep '{name}' is already running ({holder}); wait for it, or stop it first") from None
+            raise _already_running(name, handle.read().strip() or "another process") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -180,13 +222,32 @@ def sweep_lock(folder: Storage | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _refuse_if_running(folder: Storage) -> None:
+    """sweep_lock's refusal, checked without taking the lock (taking it writes run.lock)."""
+    name = Path(folder.uri).name
+    if not folder.is_local:
+        holder = _lease_holder(folder)
+        if holder:
+            raise _already_running(name, holder)
+        return
+    path = folder.local_path("run.lock")
+    if not path.is_file():
+        return
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _already_running(name, handle.read().strip() or "another process") from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def _lease(folder: Storage, name: str) -> Iterator[None]:
     import threading
 
-    held = folder.read_text("run.lease")
-    if held and time.time() - json.loads(held)["time"] < LEASE_S:
-        raise UserError(f"sweep '{name}' is already running ({json.loads(held)['owner']}); wait for it, or stop it first")
+    holder = _lease_holder(folder)
+    if holder:
+        raise _already_running(name, holder)
     owner = f"pid {os.getpid()} on {os.uname().nodename}"
     stop = threading.Event()
 
@@ -204,6 +265,10 @@ def _lease(folder: Storage, name: str) -> Iterator[None]:
         folder.delete("run.lease")
 
 
+def _write_manifest(folder: Storage, manifest: dict) -> None:
+    folder.write_text("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+
+
 def _add_to_manifest(folder: Storage, cells: dict[str, dict], entries: list[tuple[str, int]]) -> None:
     manifest = read_manifest(folder)
     manifest["name"] = Path(folder.uri).name
@@ -215,146 +280,267 @@ def _add_to_manifest(folder: Storage, cells: dict[str, dict], entries: list[tupl
         if (cell_id, seed) not in seen:
             manifest["entries"].append({"cell_id": cell_id, "seed": seed})
             seen.add((cell_id, seed))
-    folder.write_text("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    _write_manifest(folder, manifest)
 
 
-def plan(spec: SweepSpec, folder: Storage) -> tuple[dict[str, dict], list[str]]:
-    """(table of every entry of this spec, keys still to run), after recording them in the manifest."""
-    cells = {c.cell_id: {"label": c.label, "studies": c.studies, "config": to_dict(c.config)} for c in spec.cells}
-    pairs = [(c.cell_id, seed) for c in spec.cells for seed in spec.seeds]
-    _add_to_manifest(folder, cells, pairs)
-    table = {entry_key(cid, seed): {"cell_id": cid, "seed": seed, "config": cells[cid]["config"]} for cid, seed in pairs}
-    pending = [key for key, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
-    return table, pending
+# --- what the sweep file asks for now -----------------------------------------------------------
+
+
+@dataclass
+class SweepPlan:
+    """What running a sweep will do, worked out from its file and its folder before anything is written."""
+
+    manifest: dict[str, Any]  # the manifest as it is to be written
+    table: dict[str, dict]  # entry key -> {cell_id, seed, config}: the cells x seeds to run if not done
+    pending: list[str]  # keys of `table` not done yet
+    retired: int = 0  # cells x seeds of an earlier version of the file that it no longer asks for
+    added: int = 0  # cells x seeds new to the manifest (or asked for again after being retired)
+    reference_change: str = ""  # how the base cell changed, when it did
+
+    def pending_configs(self) -> dict[str, CellConfig]:
+        """One config per distinct cell still to run, by cell id (for the checks before running)."""
+        return {self.table[k]["cell_id"]: cell_from_dict(self.table[k]["config"]) for k in self.pending}
+
+
+def follow_sweep_file(manifest: dict[str, Any], spec: SweepSpec, today: str) -> SweepPlan:
+    """The manifest of `spec` laid over an earlier one (pure: nothing read or written).
+
+    Cells x seeds the file no longer asks for (an edited value, a removed seed) are marked
+    `status: retired` with the date: kept with their records, left out of the tables and the exit
+    code, never "missing". Asking for one again makes it active again, its record intact.
+    """
+    cells = {c.cell_id: {"label": c.label, "studies": sorted(c.studies), "config": to_dict(c.config)} for c in spec.cells}
+    asked = [(c.cell_id, seed) for c in spec.cells for seed in spec.seeds]
+    known = {cid: dict(cell) for cid, cell in manifest.get("cells", {}).items()}
+    for cell_id, cell in cells.items():  # labels and studies follow the file; Optuna's trials stay theirs
+        optuna = {"optuna"} & set(known.get(cell_id, {}).get("studies", []))
+        known[cell_id] = {**cell, "studies": sorted(set(cell["studies"]) | optuna)}
+    asked_set = set(asked)
+    entries, retired, added = [], 0, 0
+    for entry in manifest.get("entries", []):
+        pair = (entry["cell_id"], entry["seed"])
+        sampled = spec.search is not None and "optuna" in known[entry["cell_id"]].get("studies", [])
+        if pair in asked_set or sampled:
+            added += int(entry.get("status") == RETIRED)
+            entries.append({"cell_id": pair[0], "seed": pair[1]})
+        elif entry.get("status") == RETIRED:
+            entries.append(entry)
+        else:
+            retired += 1
+            entries.append({"cell_id": pair[0], "seed": pair[1], "status": RETIRED, "retired": today})
+    present = {(e["cell_id"], e["seed"]) for e in entries}
+    for pair in asked:
+        if pair not in present:
+            added += 1
+            entries.append({"cell_id": pair[0], "seed": pair[1]})
+    reference = spec.cells[0].cell_id  # parse_sweep adds the base cell first
+    earlier = manifest.get("reference") or _legacy_reference(manifest, reference)
+    change = _config_change(known[earlier]["config"], cells[reference]["config"]) if earlier and earlier != reference else ""
+    new_manifest = {"name": manifest.get("name") or spec.name, "reference": reference, "cells": known, "entries": entries}
+    table = {entry_key(cid, seed): {"cell_id": cid, "seed": seed, "config": cells[cid]["config"]} for cid, seed in asked}
+    return SweepPlan(new_manifest, table, [], retired, added, change)
+
+
+def _legacy_reference(manifest: dict[str, Any], reference: str) -> str | None:
+    """The base cell of a manifest written before it named one: a cell whose studies say 'reference'."""
+    earlier = [cid for cid, cell in manifest.get("cells", {}).items() if "reference" in cell.get("studies", [])]
+    return None if not earlier or reference in earlier else earlier[0]
+
+
+def _config_change(before: dict, after: dict, shown: int = 4) -> str:
+    """'selector.lr 0.001 -> 0.002, ...': the leaves that differ between two cell configs."""
+    old, new = flatten(before), flatten(after)
+    changed = [f"{key} {old.get(key)} -> {new.get(key)}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    more = f", and {len(changed) - shown} more" if len(changed) > shown else ""
+    return ", ".join(changed[:shown]) + more
+
+
+def _not_done(folder: Storage, table: dict[str, dict]) -> list[str]:
+    return [key for key, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
+
+
+def plan(spec: SweepSpec, folder: Storage) -> SweepPlan:
+    """The plan of `spec` over what its folder holds (read only)."""
+    sweep_plan = follow_sweep_file(read_manifest(folder), spec, time.strftime("%Y-%m-%d %H:%M"))
+    sweep_plan.manifest["name"] = Path(folder.uri).name
+    sweep_plan.pending = _not_done(folder, sweep_plan.table)
+    return sweep_plan
+
+
+def _announce(spec: SweepSpec, sweep_plan: SweepPlan, log: Log) -> None:
+    if sweep_plan.reference_change:
+        log(f"sweep '{spec.name}': its reference (the base cell) changed: {sweep_plan.reference_change}; results of the "
+            "earlier reference no longer pair with the new cells (they are retired, not compared)")
+    if sweep_plan.retired or (sweep_plan.added and len(sweep_plan.table) != sweep_plan.added):
+        log(f"sweep '{spec.name}' follows its edited file: retired {sweep_plan.retired} cells x seeds it no longer asks for "
+            f"(kept on disk; seal_ray.results.load(..., include_retired=True) lists them), added {sweep_plan.added}")
+
+
+class _RayCluster:
+    """Ray for one sweep: started on first need (a sweep with nothing to run never starts it),
+    stopped at the end when this sweep started it."""
+
+    def __init__(self, address: str | None):
+        self.address, self.started = address, False
+
+    def resources(self) -> dict[str, float]:
+        import ray
+
+        if not ray.is_initialized():
+            env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
+            env.update(launch_env())  # the commit reaches trials that run from a copy without .git
+            ray.init(address=self.address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
+                     include_dashboard=False if self.address is None else None)
+            self.started = True
+        return ray.cluster_resources()
+
+    def __enter__(self) -> "_RayCluster":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+
+def _refuse_before_writing(configs: dict[str, CellConfig], source: str, storage: Storage, folder: Storage,
+                           cluster: _RayCluster, log: Log) -> int:
+    """Every check that can refuse a sweep, in one place, before anything is written to its folder,
+    so that a refused run leaves the storage as it found it. (The sweep file itself was validated
+    when it was read.) Returns how many cells of `configs` the cluster can place at once (0 when
+    there is nothing to run: Ray is then not started at all)."""
+    _refuse_if_running(folder)
+    for cell_id, config in configs.items():  # inputs from outside the configs: dataset files, API key variables
+        check_cell_inputs(config, f"{source}: cell {cell_id}")
+    created_root = storage.is_local and not storage.local_root.exists()
+    storage.check_writable()
+    if not configs:
+        return 0
+    try:
+        resources = cluster.resources()  # Ray is up from here on
+        refuse_unshared_storage(storage.uri, cluster.address, log)  # cluster_probe.py: every node sees the storage
+        footprints = {json.dumps(cell_footprint(c), sort_keys=True): cell_footprint(c) for c in configs.values()}
+        # Checks that need the cluster (what every node sees, ...) belong here, after Ray started.
+        return min(_check_placeable(_placeable(resources, need), need, resources, cluster.address, log)
+                   for need in footprints.values())
+    except UserError:
+        if created_root:  # the storage probe made the root; a refused run leaves none
+            with contextlib.suppress(OSError):
+                storage.local_root.rmdir()
+        raise
 
 
 def run_sweep(spec: SweepSpec, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
-              log: Log = print):
-    """Run what is missing of `spec`; returns the results DataFrame."""
-    storage = Storage(storage).uri
-    for cell in spec.cells:  # before anything is written
-        check_cell_inputs(cell.config, f"{spec.source}: cell {cell.label}")
-    _refuse_unshared_storage(storage, address, log)  # cluster_probe.py: every node must see this storage
-    folder = sweep_folder(storage, spec.name)
-    with sweep_lock(folder):
-        folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
-        table, pending = plan(spec, folder)
-        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+              log: Log = print, tracking_uri: str | None = None):
+    """Run what is missing of `spec`; returns the results DataFrame. `tracking_uri` (else the sweep
+    file's tracking_uri) logs the sweep to MLflow as it runs (tracking.py)."""
+    root = Storage(storage)
+    folder = sweep_folder(root.uri, spec.name)
+    sweep_plan = plan(spec, folder)
+    configs = sweep_plan.pending_configs()
+    if spec.search is not None:
+        configs.setdefault(spec.cells[0].cell_id, spec.cells[0].config)
+    with _RayCluster(address) as cluster:
+        placeable = _refuse_before_writing(configs, spec.source, root, folder, cluster, log)
+        with sweep_lock(folder):
+            sweep_plan = plan(spec, folder)  # again under the lock: a run that just ended may have finished cells
+            _announce(spec, sweep_plan, log)
+            folder.write_text("sweep.yaml", yaml.safe_dump(spec.raw, sort_keys=False))
+            _write_manifest(folder, sweep_plan.manifest)
+            with tracking(tracking_uri or spec.tracking_uri, folder, log):
+                _execute(spec, root.uri, folder, sweep_plan.table, sweep_plan.pending, placeable, max_concurrent, log,
+                         address=address)
     return load(folder.uri)
 
 
 def resume_sweep(name: str, storage: str | Path, *, address: str | None = None, max_concurrent: int | None = None,
-                 log: Log = print):
-    """Finish every cell x seed the sweep's manifest holds that is not done (after a crash, a kill -9, ...)."""
-    storage = Storage(storage).uri
-    folder = sweep_folder(storage, name)
+                 log: Log = print, tracking_uri: str | None = None):
+    """Finish every cell x seed the sweep's manifest asks for that is not done (after a crash, a kill -9, ...)."""
+    root = Storage(storage)
+    folder = sweep_folder(root.uri, name)
     if not folder.exists("manifest.json"):
-        raise UserError(f"no sweep named '{name}' under {storage}/sweeps to resume")
-    _refuse_unshared_storage(storage, address, log)
-    with sweep_lock(folder):
-        spec = parse_sweep(yaml.safe_load(folder.read_text("sweep.yaml")), f"{folder.uri}/sweep.yaml", name=name)
-        spec.search = None  # a resumed Optuna sweep finishes its recorded trials; it does not sample new ones
-        manifest = read_manifest(folder)
-        table = {entry_key(e["cell_id"], e["seed"]): {"cell_id": e["cell_id"], "seed": e["seed"],
-                                                      "config": manifest["cells"][e["cell_id"]]["config"]}
-                 for e in manifest["entries"]}
-        pending = [k for k, e in table.items() if (read_record(folder, e["cell_id"], e["seed"]) or {}).get("status") != "done"]
-        _execute(spec, storage, folder, table, pending, address, max_concurrent, log)
+        raise UserError(f"no sweep named '{name}' under {root.uri}/sweeps to resume")
+    spec = parse_sweep(yaml.safe_load(folder.read_text("sweep.yaml")), f"{folder.uri}/sweep.yaml", name=name)
+    spec.search = None  # a resumed Optuna sweep finishes its recorded trials; it does not sample new ones
+    manifest = read_manifest(folder)
+    table = {entry_key(e["cell_id"], e["seed"]): {"cell_id": e["cell_id"], "seed": e["seed"],
+                                                  "config": manifest["cells"][e["cell_id"]]["config"]}
+             for e in manifest["entries"] if e.get("status") != RETIRED}
+    pending = _not_done(folder, table)
+    configs = {table[k]["cell_id"]: cell_from_dict(table[k]["config"]) for k in pending}
+    with _RayCluster(address) as cluster:
+        placeable = _refuse_before_writing(configs, f"{folder.uri}/sweep.yaml", root, folder, cluster, log)
+        with sweep_lock(folder):
+            with tracking(tracking_uri or spec.tracking_uri, folder, log):
+                _execute(spec, root.uri, folder, table, _not_done(folder, table), placeable, max_concurrent, log,
+                         address=address)
     return load(folder.uri)
 
 
-def _execute(spec, storage: str, folder: Storage, table, pending, address, max_concurrent, log: Log) -> None:
+def _execute(spec, storage: str, folder: Storage, table, pending, placeable: int, max_concurrent, log: Log,
+             address: str | None = None) -> None:
     total = len(table)
     if spec.search is None and not pending:
-        _disconnect_ray()
         log(f"sweep '{spec.name}': all {total} cells x seeds are done; nothing to run, no training "
             f"(every stage is cached; results in {folder.uri})")
         return
-    # Inputs from outside the configs (dataset files, API key variables) are checked before any work.
-    for key in pending:
-        check_cell_inputs(cell_from_dict(table[key]["config"]), f"{spec.name}: cell {table[key]['cell_id']}")
     log(f"sweep '{spec.name}': {total - len(pending)} of {total} cells x seeds done, running {len(pending)}; storage {storage}")
-    _run_tune(spec, storage, folder, table, pending, address, max_concurrent, log)
+    _run_tune(spec, storage, folder, table, pending, placeable, max_concurrent, log, address)
 
 
-def _run_tune(spec, storage: str, folder: Storage, table, pending, address, max_concurrent, log: Log) -> None:
-    import ray
+def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: int, max_concurrent, log: Log,
+              address: str | None = None) -> None:
     from ray import tune
 
-    from seal_ray.progress import SweepProgress
+    from seal_ray.progress import RecordInterruptions, SweepProgress, quiet_tune_errors
 
     example = cell_from_dict(table[pending[0]]["config"]) if pending else spec.cells[0].config
-    _connect_ray(address)
-    try:
-        footprint, resources = cell_footprint(example), ray.cluster_resources()
-        placeable = _check_placeable(_placeable(resources, footprint), footprint, resources, address, log)
-        if spec.search is not None:
-            param_space, tune_config, count = _optuna_setup(spec, table)
-            concurrency = 1  # sequential Optuna: the same seed gives the same trials
-        else:
-            param_space = {"entry": tune.grid_search(pending)}
-            concurrency = max(1, min(max_concurrent or placeable, placeable, len(pending)))
-            tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
-            count = len(pending)
-        # Nodes joining while the sweep runs are probed too; one that does not share the storage stops it.
-        watch = StorageWatch(storage, log) if needs_probe(storage, address) else None
-        token = write_storage_token(folder) if watch else None
-        trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table,
-                                         storage_token=token)
-        trainable = tune.with_resources(trainable, trial_resources(example))
-        log(f"running {count} trials, at most {concurrency} at a time (the cluster can place {placeable})")
-        # Tune's own experiment state stays on the driver's disk: the sweep's folder is the source of truth.
-        tuner = tune.Tuner(
-            trainable, param_space=param_space, tune_config=tune_config,
-            run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str(folder.local_path("tune")),
-                                      callbacks=[SweepProgress(count, concurrency, log)], verbose=0,
-                                      stop=watch.stopper() if watch else None),
-        )
-        with watch or contextlib.nullcontext():
-            tuner.fit()
-        if watch:
-            watch.raise_if_failed()
-    finally:
-        _disconnect_ray()
+    if spec.search is not None:
+        param_space, tune_config, count = _optuna_setup(spec, table)
+        concurrency = 1  # sequential Optuna: the same seed gives the same trials
+    else:
+        param_space = {"entry": tune.grid_search(pending)}
+        concurrency = max(1, min(max_concurrent or placeable, placeable, len(pending)))
+        tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
+        count = len(pending)
+    run_id = f"tune-{int(time.time())}"
+    # Nodes joining while the sweep runs are probed too; one that does not share the storage stops the sweep
+    # (a Tune stopper holding only the watch's key, so the Tuner's state still pickles). Trials check the
+    # storage token the driver wrote, so a node that joined with another folder at this path writes nothing.
+    watch = StorageWatch(storage, log) if needs_probe(storage, address) else None
+    token = write_storage_token(folder) if watch else None
+    trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table, run_id=run_id,
+                                     storage_token=token)
+    trainable = tune.with_resources(trainable, trial_resources(example))
+    # A trial lost with its node or worker process is started again by Tune (a cell that raises never
+    # reaches Tune: run_cell_entry records it as failed); run_cell_trial holds each cell to its own budget.
+    retries = max(cell_from_dict(table[key]["config"]).resources.max_failures for key in pending) if pending else \
+        example.resources.max_failures
+    log(f"running {count} trials, at most {concurrency} at a time (the cluster can place {placeable})")
+    # Tune's own experiment state stays on the driver's disk: the sweep's folder is the source of truth.
+    callbacks = [SweepProgress(count, concurrency, log), RecordInterruptions(folder, table, run_id, log)]
+    tuner = tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config,
+        run_config=tune.RunConfig(name=run_id, storage_path=str(folder.local_path("tune")), callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=retries), verbose=0,
+                                  stop=watch.stopper() if watch else None),
+    )
+    with quiet_tune_errors(), watch or contextlib.nullcontext():  # a lost trial's story is in its record
+        tuner.fit()
+    _close_running_records(folder, [table[key] for key in pending])
+    if watch:
+        watch.raise_if_failed()
 
 
-_connected_here = False  # whether this module connected the process to Ray (then it disconnects it too)
-
-
-def _connect_ray(address: str | None) -> None:
-    """Connect to the cluster (or start a local Ray) with the sweep's runtime env, unless already connected."""
-    global _connected_here
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
-    env.update(launch_env())  # the commit reaches trials that run from a copy without .git
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
-             include_dashboard=False if address is None else None)
-    _connected_here = True
-
-
-def _disconnect_ray() -> None:
-    global _connected_here
-    if _connected_here:
-        import ray
-
-        ray.shutdown()
-        _connected_here = False
-
-
-def _refuse_unshared_storage(storage: str, address: str | None, log: Log) -> None:
-    """The storage probe, on the connection the sweep then keeps: a job's uploaded --working-dir (the
-    driver's own cwd) is deleted when its driver disconnects, so the driver connects once."""
-    if not needs_probe(storage, address):
-        return
-    _connect_ray(address)
-    try:
-        refuse_unshared_storage(storage, address, log)
-    except BaseException:
-        _disconnect_ray()
-        raise
+def _close_running_records(folder: Storage, entries: list[dict]) -> None:
+    """No record stays 'running' once the sweep is over: a trial that died without writing its own
+    record (its node lost after the last retry, or Tune stopped) is 'interrupted'."""
+    for entry in entries:
+        record = read_record(folder, entry["cell_id"], entry["seed"]) or {}
+        if record.get("status") == "running":
+            record_interrupted(folder, entry["cell_id"], entry["seed"], record.get("interruptions", []),
+                               cell_from_dict(entry["config"]).resources.max_failures)
 
 
 def _placeable(resources: dict[str, float], need: dict[str, float]) -> int:

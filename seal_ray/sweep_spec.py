@@ -19,6 +19,7 @@
       samples: 8
       seed: 0
       space: {selector.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-2}}
+    tracking_uri: http://127.0.0.1:5000  # optional: MLflow (tracking.py); --tracking-uri overrides it
 
 Each cell is identified by the hash of its config without the seed, so the base cell of several
 ablations is one cell, run once.
@@ -36,7 +37,7 @@ from typing import Any
 from seal_ray.config import CellConfig, cell_from_dict, config_hash, leaf_keys, read_yaml, set_dotted, to_dict
 from seal_ray.errors import ConfigError, did_you_mean
 
-TOP_KEYS = ("name", "description", "base", "seeds", "baselines", "ablations", "grid", "search")
+TOP_KEYS = ("name", "description", "base", "seeds", "baselines", "ablations", "grid", "search", "tracking_uri")
 BASELINE_METHODS = ("sft", "random", "oracle", "seal", "file", "dsir", "safeinstr", "seal_safeinstr")
 SEARCH_KEYS = ("method", "metric", "mode", "samples", "seed", "space")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
@@ -71,6 +72,7 @@ class SweepSpec:
     search: OptunaSpec | None = None
     description: str = ""
     raw: dict = field(default_factory=dict)
+    tracking_uri: str | None = None  # MLflow (tracking.py); --tracking-uri overrides it
 
 
 def cell_id_of(config: CellConfig) -> str:
@@ -170,6 +172,13 @@ def _search(raw: Any, source: str) -> OptunaSpec | None:
     return OptunaSpec(metric=raw["metric"], mode=mode, samples=samples, seed=seed, space=space)
 
 
+def _tracking_uri(value: Any, source: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise _err(f"expected an MLflow tracking URI (http://HOST:PORT or a folder such as ./mlruns), got {value!r}",
+                   source, "tracking_uri")
+    return value
+
+
 def parse_sweep(raw: Any, source: str, name: str | None = None, seeds: int | None = None) -> SweepSpec:
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping with keys " + ", ".join(TOP_KEYS), source=source)
@@ -216,7 +225,8 @@ def parse_sweep(raw: Any, source: str, name: str | None = None, seeds: int | Non
     if not isinstance(sweep_name, str) or not sweep_name.replace("-", "").replace("_", "").isalnum():
         raise _err(f"'{sweep_name}' is not a usable name (letters, digits, - and _)", source, "name")
     return SweepSpec(name=sweep_name, source=source, cells=list(cells.values()), seeds=seed_list,
-                     search=_search(raw.get("search"), source), description=str(raw.get("description", "")), raw=raw)
+                     search=_search(raw.get("search"), source), description=str(raw.get("description", "")), raw=raw,
+                     tracking_uri=_tracking_uri(raw.get("tracking_uri"), source))
 
 
 def load_sweep(path: str | Path, name: str | None = None, seeds: int | None = None) -> SweepSpec:

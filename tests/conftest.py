@@ -14,7 +14,7 @@ OFFICIAL_SELECTOR_SHA256 = "d8e3ea9734d65709e5fd66def56f4841ea3a5b0831caa8cdfed3
 # A world and model small enough that a whole cell runs in seconds on one core.
 TINY = [
     "world.n_ft=60", "world.n_base=120", "world.safe_pool=40", "world.n_test_hh=8", "world.n_test_orca=6",
-    "world.hexphi_per_category=1", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
+    "world.hexphi_per_category=1", "world.n_test_xstest=4", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
     "base.epochs=1", "base.batch_size=16", "selector.epochs=2", "selector.batch_size=8",
     "finetune.epochs=1", "finetune.batch_size=8", "generation.max_new_tokens=8", "generation.batch_size=16",
     # Stages in this process: a fresh process per stage costs ~4 s (tests/test_isolation.py covers that path).

@@ -33,11 +33,17 @@ def test_our_value_sits_next_to_the_paper_value(comparison):
     assert comparison.cell("Random selection", "hh/ours").estimate.n == 3
 
 
-def test_direction_agreement_is_yes_no_or_ci_spans(comparison):
+def test_direction_agrees_or_not_only_where_our_interval_excludes_50(comparison):
     assert comparison.cell("SEAL", "hh/agrees").text == "yes"
     assert comparison.cell("Random selection", "hh/agrees").text == "no"  # ours below 50, the paper's above
-    assert comparison.cell("SEAL", "orca/agrees").text == "yes (CI spans 50)"  # 51, 53, 55: 53 +- 4.97
+    # 51, 53, 55: 53 +- 4.97 spans 50, so the (agreeing) direction is not established.
+    assert comparison.cell("SEAL", "orca/agrees").text == "not established (interval spans 50)"
     assert comparison.cell("Standard SFT", "hh/agrees").text == "reference"
+
+
+def test_two_seeds_establish_no_direction():
+    two_seeds = paper_comparison(main_table({"sft": [50.0] * 2, "seal": [70.0, 71.0]}))
+    assert two_seeds.cell("SEAL", "hh/agrees").text == "not established (no interval)"
 
 
 def test_methods_not_run_or_not_in_the_paper_are_said_so(comparison):
@@ -47,5 +53,7 @@ def test_methods_not_run_or_not_in_the_paper_are_said_so(comparison):
 
 
 def test_summary_counts_agreeing_methods_per_column(comparison):
-    assert "HH: direction agrees for 1 of 2 methods (disagrees: Random selection)." in comparison.notes
-    assert "HEx-PHI: direction agrees for 2 of 2 methods." in comparison.notes
+    assert ("HH: direction agrees for 1 of 2 methods whose interval excludes 50 (disagrees: Random selection); "
+            "not established for 0." in comparison.notes)
+    assert ("SlimOrca: direction agrees for 0 of 0 methods whose interval excludes 50; not established for 2 "
+            "(Random selection, SEAL)." in comparison.notes)

@@ -35,10 +35,22 @@ def half_width(values):
     return stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
 
 
-def test_markdown_bolds_the_best_mean_and_escapes_its_significance_mark(table):
+def interval(values):
+    mean, half = np.mean(values), half_width(values)
+    return f"[{mean - half:.2f}, {mean + half:.2f}]"
+
+
+def test_markdown_bolds_the_significant_row_and_escapes_its_significance_mark(table):
     text = render_markdown(table)
-    assert f"**62.10\\*\\*** ± {half_width(SIGMOID_HH):.2f}" in text
-    assert f"| 52.00 ± {half_width(REF_HH):.2f}" in text
+    assert f"**62.10\\*\\*** {interval(SIGMOID_HH)}" in text
+    assert f"| 52.00 {interval(REF_HH)}" in text
+
+
+def test_markdown_marks_a_clipped_interval():
+    rows = [result_row({}, seed=seed, metrics={**metrics(50.0), "selector/auroc_unsafe": auroc})
+            for seed, auroc in enumerate([0.99, 0.70, 0.98])]
+    text = render_markdown(ablation_table(frame(rows), ACTIVATION_ABLATION))
+    assert "0.890 [" in text and ", 1.000] (clipped)" in text
 
 
 def test_markdown_marks_the_reference_row_and_shows_failed_cells(table):
@@ -49,10 +61,12 @@ def test_markdown_marks_the_reference_row_and_shows_failed_cells(table):
     assert len({len(re.findall(r"(?<!\\)\|", line)) for line in lines}) == 1
 
 
-def test_markdown_of_one_seed_says_there_is_no_ci():
+def test_markdown_below_three_seeds_shows_the_per_seed_values():
     rows = [result_row({SAFE_FRACTION: 0.5}, seed=0, metrics=metrics(58.0))]
     text = render_markdown(ablation_table(frame(rows), SAFE_FRACTION_ABLATION))
-    assert "58.00 (no CI)" in text
+    assert "58.00 (seed 58.00)" in text
+    rows.append(result_row({SAFE_FRACTION: 0.5}, seed=1, metrics=metrics(61.0)))
+    assert "59.50 (seeds 58.00, 61.00)" in render_markdown(ablation_table(frame(rows), SAFE_FRACTION_ABLATION))
 
 
 def test_markdown_of_an_empty_study_says_so():
@@ -78,7 +92,7 @@ def test_latex_braces_balance_and_specials_are_escaped(table):
 
 def test_latex_bold_and_mark_use_textbf_and_superscript(table):
     text = render_latex(table)
-    assert rf"\textbf{{62.10}}\textsuperscript{{**}} $\pm$ {half_width(SIGMOID_HH):.2f}" in text
+    assert rf"\textbf{{62.10}}\textsuperscript{{**}} {interval(SIGMOID_HH)}" in text
 
 
 def test_latex_rows_have_as_many_cells_as_the_column_spec(table):
@@ -98,6 +112,8 @@ def test_csv_has_numbers_in_separate_columns(table):
     assert row["ci_high"] == pytest.approx(62.1 * 2 - low)
     assert row["n"] == 3
     assert row["p_value"] == pytest.approx(stats.ttest_rel(SIGMOID_HH, REF_HH).pvalue)
+    assert row["p_holm"] >= row["p_value"]
+    assert row["interval"] == "t" and not row["clipped"]
     assert row["mark"] == "**" and bool(row["bold"])
 
 

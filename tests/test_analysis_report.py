@@ -141,3 +141,46 @@ def test_analysis_imports_neither_ray_nor_seal_ray():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'seal_ray'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_one_holm_family_spans_every_table_of_the_report():
+    from analysis.ablations import ACTIVATION_ABLATION
+    from analysis.report import build_tables
+    from analysis.significance import tested
+    from analysis.tables import ablation_table
+
+    results = demo_results(seeds=3)
+    tables = build_tables(results)
+    compared = [*tables.ablations, tables.main]
+    comparisons = len(tested(compared))
+    assert comparisons > len(tested([tables.ablations[0]]))
+    assert all(any(f"over the {comparisons} comparisons of this report" in note for note in t.notes) for t in compared)
+    alone = ablation_table(results, ACTIVATION_ABLATION)
+    for (_, row, column, cell) in tested([tables.ablations[0]]):
+        assert cell.test.p_adjusted >= alone.cell(row.label, column.key).test.p_adjusted
+
+
+def test_report_sentences_name_only_differences_that_pass_the_corrected_test():
+    from analysis.report import build_tables
+    from analysis.significance import tested
+
+    tables = build_tables(demo_results(seeds=3))
+    compared = [*tables.ablations, tables.main]
+    claimed = 0
+    for table, row, column, cell in tested(compared):
+        name = column.header.split(" (")[0]
+        said = [s for s in table.findings if s.startswith(f"{row.label} vs ")
+                and (f"{name} higher by" in s or f"{name} lower by" in s)]
+        assert len(said) == (1 if cell.test.significant() else 0), (table.name, row.label, name, cell.test)
+        claimed += len(said)
+    assert claimed, "the demo numbers should leave some difference significant"
+
+
+def test_report_with_prompts_has_the_category_table_and_plot(tmp_path):
+    from analysis.synthetic import demo_prompts
+
+    results = demo_results(seeds=3)
+    report = write_report(results, tmp_path, prompts=demo_prompts(results)).read_text()
+    assert "## HEx-PHI refusal by harm category" in report
+    assert (tmp_path / "categories.png").read_bytes()[:8] == PNG_MAGIC
+    assert "clustered bootstrap" in report

@@ -140,22 +140,37 @@ def test_pairs_use_only_seeds_present_in_both_cells(activation_frame):
     assert cell_.test.diff == pytest.approx(np.mean(np.subtract(SIGMOID_HH, REF_HH)))
 
 
-def test_best_value_per_column_is_bold(activation_frame):
+def test_bold_marks_only_rows_significantly_better_than_the_reference_after_holm(activation_frame):
     table = ablation_table(activation_frame, ACTIVATION_ABLATION)
     assert [table.cell(label, "winrate/hh").bold for label in labels(table)] == [False, True, False]
-    # A tie at display precision bolds every tied row: all orca win rates are 50.
-    assert all(table.cell(label, "winrate/orca").bold for label in labels(table))
+    # Equal orca win rates everywhere: the highest mean is no reason for bold.
+    assert not any(table.cell(label, "winrate/orca").bold for label in labels(table))
+    sigmoid = table.cell("sigmoid", "winrate/hh").test
+    comparisons = sum(cell.test is not None for row in table.rows for cell in row.cells.values())
+    assert sigmoid.p_adjusted == pytest.approx(min(1.0, comparisons * sigmoid.p_value))  # the smallest p: Bonferroni
 
 
-def test_nan_metric_in_some_seeds_is_left_out_and_n_reflects_it(activation_frame):
+def test_a_significantly_worse_row_is_not_bold_and_lower_is_better_where_the_metric_says_so():
+    over_refusal = {0: [0.30, 0.31, 0.29], 1: [0.10, 0.12, 0.11]}  # reference, then a row refusing less
+    rows = [result_row({ACTIVATION: activation}, seed=seed, metrics=metrics(hh, **{"safety/over_refusal_rate": over}))
+            for activation, hhs, overs in (("softmax", REF_HH, over_refusal[0]), ("sigmoid", [40.0, 42.5, 43.8],
+                                                                                   over_refusal[1]))
+            for seed, (hh, over) in enumerate(zip(hhs, overs))]
+    table = ablation_table(frame(rows), ACTIVATION_ABLATION)
+    worse = table.cell("sigmoid", "winrate/hh")
+    assert worse.test.significant() and worse.test.diff < 0 and not worse.bold
+    better = table.cell("sigmoid", "safety/over_refusal_rate")
+    assert better.test.significant() and better.test.diff < 0 and better.bold
+
+
+def test_nan_metric_in_some_seeds_is_left_out_and_two_seeds_show_their_values(activation_frame):
     data = activation_frame.copy()
     data.loc[(data[ACTIVATION] == "relu") & (data["seed"] == 1), "winrate/hh"] = float("nan")
     cell_ = ablation_table(data, ACTIVATION_ABLATION).cell("relu", "winrate/hh")
-    low, high = hand_ci([53.0, 55.5])
     assert (cell_.estimate.mean, cell_.estimate.n) == (pytest.approx(54.25), 2)
-    assert (cell_.estimate.ci_low, cell_.estimate.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert cell_.estimate.seed_values == (53.0, 55.5) and not cell_.estimate.has_interval
     assert cell_.note == "n=2"
-    assert cell_.test.pairs == 2
+    assert cell_.test is None  # no p-value from 2 seeds
 
 
 def test_one_seed_cell_has_no_ci_and_no_test(activation_frame):
@@ -242,3 +257,68 @@ def test_resource_table_without_ablation_groups_every_cell_by_label(activation_f
     table = resource_table(data, "time", None)
     assert labels(table) == ["reference", "selector.activation=relu", "selector.activation=sigmoid"]
     assert table.cell("reference", "device").text == "cpu"
+
+
+# --- per-prompt outcomes, extra methods and metrics, categories ------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_prompts():
+    from analysis.synthetic import demo_prompts, demo_results
+
+    results = demo_results(seeds=3)
+    return results, demo_prompts(results)
+
+
+def _outcomes(prompts, results, changes, test_set, column):
+    cell_id = result_row(changes)["cell_id"]
+    rows = prompts[(prompts["cell_id"] == cell_id) & (prompts["test_set"] == test_set)]
+    return {int(seed): part.set_index("prompt_key")[column] for seed, part in rows.groupby("seed")}
+
+
+def test_rates_use_the_clustered_bootstrap_and_per_prompt_paired_tests(with_prompts):
+    from analysis.stats import clustered_bootstrap, clustered_paired_test
+
+    results, prompts = with_prompts
+    cell_ = ablation_table(results, ACTIVATION_ABLATION, prompts=prompts).cell("sigmoid", "winrate/hexphi")
+    mine = _outcomes(prompts, results, {ACTIVATION: "sigmoid"}, "hexphi", "win")
+    reference = _outcomes(prompts, results, {}, "hexphi", "win")
+    expected = clustered_bootstrap({s: v.to_numpy() for s, v in mine.items()}, 100.0, (0.0, 100.0))
+    assert cell_.estimate.method == "bootstrap"
+    assert (cell_.estimate.ci_low, cell_.estimate.ci_high) == (expected.ci_low, expected.ci_high)
+    test = clustered_paired_test({s: (mine[s] - reference[s]).to_numpy() for s in mine}, 100.0)
+    assert cell_.test.level == "prompt" and cell_.test.p_value == pytest.approx(test.p_value)
+    refusal = ablation_table(results, ACTIVATION_ABLATION, prompts=prompts).cell("sigmoid", "safety/refusal_rate")
+    assert refusal.estimate.method == "bootstrap" and 0 <= refusal.estimate.ci_low <= refusal.estimate.ci_high <= 100
+
+
+def test_a_cell_missing_prompts_for_a_seed_falls_back_to_its_seed_values(with_prompts):
+    results, prompts = with_prompts
+    sigmoid = result_row({ACTIVATION: "sigmoid"})["cell_id"]
+    partial = prompts[~((prompts["cell_id"] == sigmoid) & (prompts["seed"] == 2))]
+    cell_ = ablation_table(results, ACTIVATION_ABLATION, prompts=partial).cell("sigmoid", "winrate/hh")
+    assert cell_.estimate.method == "t" and cell_.test.level == "seed"
+
+
+def test_new_methods_and_metrics_show_up_without_code_changes():
+    extra = {"safety/over_refusal_rate": 0.1, "safety/refusal_logprob_margin": 1.5}
+    rows = [result_row({METHOD: method}, seed=seed, metrics=metrics(55.0 + seed, **extra))
+            for method in ("sft", "dsir", "safeinstr", "seal_safeinstr", "seal") for seed in range(3)]
+    table = ablation_table(frame(rows), MAIN_TABLE)
+    assert labels(table) == ["Standard SFT", "DSIR", "SafeInstr", "SEAL", "SEAL + SafeInstr"]
+    keys = [c.key for c in table.columns]
+    assert "safety/over_refusal_rate" in keys and "safety/refusal_logprob_margin" in keys
+    assert not table.column("safety/over_refusal_rate").higher_is_better
+
+
+def test_category_table_gives_each_harm_category_an_interval_within_range(with_prompts):
+    from analysis.synthetic import HARM_CATEGORIES
+    from analysis.tables import category_table
+
+    results, prompts = with_prompts
+    table = category_table(results, prompts)
+    assert [c.header for c in table.columns if c.kind == "estimate"] == list(HARM_CATEGORIES)
+    assert labels(table)[0] == "Standard SFT"
+    estimates = [cell.estimate for row in table.rows for cell in row.cells.values() if cell.estimate]
+    assert len(estimates) == len(table.rows) * len(HARM_CATEGORIES)
+    assert all(e.method == "bootstrap" and 0.0 <= e.ci_low <= e.mean <= e.ci_high <= 100.0 for e in estimates)
+    assert category_table(results, None).rows == []

@@ -50,6 +50,8 @@ def _run_sweep_file(tmp_path, text, capsys):
     (SWEEP_OK + "baselines: [sft, dsri]\n", ["field 'baselines'", "allowed values"]),
     (SWEEP_OK + "search: {metric: winrate/hh, space: {selector.lr: {type: logunifrom, low: 0.001, high: 0.1}}}\n",
      ["field 'search.space.selector.lr'", "did you mean 'loguniform'"]),
+    (SWEEP_OK + "tracking_url: ./mlruns\n", ["field 'tracking_url'", "did you mean 'tracking_uri'"]),
+    (SWEEP_OK + "tracking_uri: [a]\n", ["field 'tracking_uri'", "expected an MLflow tracking URI"]),
 ])
 def test_bad_sweep_files_are_stopped_at_the_door(tmp_path, capsys, text, words):
     err = _run_sweep_file(tmp_path, text, capsys)
@@ -71,8 +73,8 @@ def test_validate_checks_every_shipped_sweep_and_names_a_bad_one(tmp_path, capsy
     (torch.zeros(3, 4), ["1-D"]),
     (torch.arange(10), ["float32"]),
     ({"logits": torch.zeros(3)}, ["expected a 1-D float tensor"]),
-    (torch.tensor([0.5, float("nan"), 1.0]), ["NaN or infinite", "position 1"]),
-    (torch.tensor([float("-inf"), 0.5]), ["NaN or infinite", "position 0"]),
+    (torch.tensor([0.5, float("nan"), 1.0]), ["NaN or +infinite", "position 1"]),
+    (torch.tensor([float("inf"), 0.5]), ["NaN or +infinite", "position 0"]),  # -inf is allowed: a row with no logit
 ])
 def test_bad_selector_files_are_refused(tmp_path, capsys, payload, words):
     path = tmp_path / "sel.pt"
@@ -101,7 +103,7 @@ def test_a_sweep_over_a_selector_file_with_nan_logits_is_refused_before_anything
                           .replace("base: {world: {n_ft: 60}}",
                                    f"base: {{world: {{n_ft: 60}}, selection: {{method: file, selector_file: {selector}}}}}"),
                           capsys)
-    assert "field 'selection.selector_file'" in err and "sel.pt" in err and "NaN or infinite" in err
+    assert "field 'selection.selector_file'" in err and "sel.pt" in err and "NaN or +infinite" in err
 
 
 def test_a_pickle_payload_selector_is_refused_by_the_cli(tmp_path, capsys):

@@ -97,9 +97,11 @@ def test_only_seal_methods_need_a_selector(tiny_overrides):
     assert safety_count(48, 0.05) == 2 and safety_count(3, 0.01) == 1
 
 
-def test_safeinstr_without_a_safety_file_is_a_config_error(tiny_overrides):
+def test_safeinstr_without_a_safety_file_is_a_config_error_outside_the_mini_world(tiny_overrides):
+    # the mini world brings its own withheld demonstrations; real data needs a file
+    assert load_cell_config(None, tiny_overrides + ["selection.method=seal_safeinstr"]).selection.safety_file is None
     with pytest.raises(ConfigError, match="selection.safety_file"):
-        load_cell_config(None, tiny_overrides + ["selection.method=seal_safeinstr"])
+        load_cell_config(None, tiny_overrides + ["selection.method=seal_safeinstr", "data.source=recipes"])
     with pytest.raises(ConfigError, match="did you mean 'prompt'"):
         load_cell_config(None, tiny_overrides + ["selection.method=safeinstr", "selection.safety_file=x.jsonl",
                                                  "selection.safety_fields={promt: q}"])

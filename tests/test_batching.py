@@ -51,7 +51,7 @@ def test_the_loss_covers_response_tokens_only():
     assert labelled == len("ab") + 1  # the answer and its end-of-sequence token
 
     class Uniform(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids, attention_mask, **kwargs):
             return type("Out", (), {"logits": torch.zeros(*input_ids.shape, tokenizer.vocab_size)})()
 
     loss = per_sample_loss(Uniform(), batch)

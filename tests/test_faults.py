@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seal_ray.cli import main
+from seal_ray.cli import SWEEP_EXIT_CODES, main
 from seal_ray.errors import UserError
-from seal_ray.results import load
+from seal_ray.results import load, sweep_outcome
 from seal_ray.store import MARKER
 from seal_ray.sweep import run_sweep, sweep_lock
 from seal_ray.sweep_spec import load_sweep, parse_sweep
@@ -45,6 +45,27 @@ def test_a_raising_stage_and_a_nan_loss_fail_their_cells_and_the_sweep_goes_on(t
     # The frame is consistent read back from storage alone.
     again = load(tmp_path / "sweeps" / "faults")
     assert list(again["status"]) == list(frame["status"])
+    # A cell that raises fails once: no retry, no interruption; the sweep ends "some failed" (exit 1).
+    failed = json.loads((tmp_path / "sweeps" / "faults" / "cells" / f"{by_label['method=seal']['cell_id']}-s0.json").read_text())
+    assert failed["attempts"] == 1 and not failed.get("interruptions")
+    assert sweep_outcome(frame) == "failed" and SWEEP_EXIT_CODES["failed"] == 1
+
+
+def test_why_a_trial_was_lost_and_how_a_sweep_ended():
+    import pandas as pd
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    from seal_ray.progress import interruption_reason
+
+    assert interruption_reason(RayActorError(error_msg="The actor died because its node has died. Node Id: 01")) == "node lost"
+    assert interruption_reason(RayActorError(error_msg="x", preempted=True)) == "node lost"
+    assert interruption_reason(ActorDiedError()) == "worker died"
+    assert interruption_reason(OSError("disk")) == "trial error: OSError"
+    frame = pd.DataFrame({"status": ["done", "done"]})
+    assert sweep_outcome(frame) == "done"
+    assert sweep_outcome(frame.assign(status=["done", "failed"])) == "failed"
+    assert sweep_outcome(frame.assign(status=["failed", "interrupted"])) == "interrupted"  # resume first
+    assert sweep_outcome(frame.assign(status=["done", "missing"])) == "interrupted"
 
 
 def test_a_second_run_of_the_same_sweep_is_refused_while_one_runs(tmp_path):

@@ -1,4 +1,4 @@
-"""Heavy stages in a fresh process each: the same result as in-process, comparable memory figures."""
+"""Heavy stages in a fresh process each, forked from one warm server: the same result as in-process, comparable memory figures."""
 
 import dataclasses
 
@@ -14,12 +14,19 @@ from seal_ray.store import StageStore
 def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path, tiny_config):
     lines = []
     inline = CellPipeline(tiny_config, StageStore(tmp_path / "a"), LocalExecutor(), log=lambda s: None).run()
-    isolated = CellPipeline(tiny_config, StageStore(tmp_path / "b"), LocalExecutor(isolate=True), log=lines.append).run()
+    with LocalExecutor(isolate=True) as executor:
+        isolated = CellPipeline(tiny_config, StageStore(tmp_path / "b"), executor, log=lines.append).run()
+        server = executor._server
+        assert server is not None and server.poll() is None  # one warm server forked every stage's process
+    assert server.returncode == 0  # stopped when the executor closed
     a = torch.load(inline.stages["selector"].dir / "selector.pt", weights_only=True)
     b = torch.load(isolated.stages["selector"].dir / "selector.pt", weights_only=True)
     assert torch.equal(a, b)
     assert any(line.startswith("[selector] epoch 2/2") for line in lines)  # printed by the child process
     assert isolated.metrics["mem/selector_peak_mb"] > 0
+    measure = isolated.stages["selector"].meta["measure"]
+    # padded batches by default (resources.pack_batches: false): some padding, never all of it
+    assert 0 < measure["loop_seconds"] < measure["seconds"] and 0 < measure["padding_share"] < 1
 
 
 def test_a_failure_in_an_isolated_stage_is_reported_with_its_reason(tmp_path, tiny_config, monkeypatch):
@@ -33,9 +40,11 @@ def test_a_killed_isolated_stage_fails_cleanly_and_resumes(tmp_path, tiny_config
     monkeypatch.setenv("SEAL_RAY_FAULT", "selector@1.0=kill")
     monkeypatch.setenv("SEAL_RAY_FAULT_ONCE", str(tmp_path / "fired"))
     store = StageStore(tmp_path / "s")
+    executor = LocalExecutor(isolate=True)
     with pytest.raises(StageFailed, match="process died"):
-        CellPipeline(config, store, LocalExecutor(isolate=True), log=lambda s: None).run()
+        CellPipeline(config, store, executor, log=lambda s: None).run()
     lines = []
-    outcome = CellPipeline(config, store, LocalExecutor(isolate=True), log=lines.append).run()
+    outcome = CellPipeline(config, store, executor, log=lines.append).run()  # the same server forks the retry
+    executor.close()
     assert "[selector] resuming from the checkpoint after epoch 1" in lines
     assert outcome.stages["selector"].meta["resumed_from_epoch"] == 1

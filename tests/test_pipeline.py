@@ -16,6 +16,7 @@ from seal_ray.pipeline import CellPipeline
 from seal_ray.store import StageStore
 
 EXPECTED = ["winrate/hh", "winrate/orca", "winrate/hexphi", "safety/refusal_rate", "task/orca_accuracy",
+            "safety/refusal_logprob_margin", "safety/over_refusal_rate",
             "selector/auroc_unsafe", "mem/selector_peak_mb", "time/selector_s", "mem/finetune_peak_mb",
             "time/finetune_s", "mem/base_peak_mb", "time/generate_s", "prov/git_commit", "prov/config_hash"]
 
@@ -34,7 +35,9 @@ def test_seal_ray_run_writes_metrics_and_artifacts(tmp_path, tiny_overrides, cap
     assert logits.shape == (60,) and logits.dtype == torch.float32
     kept = json.loads((tmp_path / "cell" / "kept_ids.json").read_text())
     assert len(kept) == 48  # floor(0.8 * 60)
-    assert set(json.loads((tmp_path / "cell" / "generations.json").read_text())) == {"hh", "orca", "hexphi"}
+    # the configured test sets, plus the mini world's look-alikes for the over-refusal rate
+    assert set(json.loads((tmp_path / "cell" / "generations.json").read_text())) == {"hh", "orca", "hexphi", "xstest"}
+    assert 0.0 <= metrics["safety/over_refusal_rate"] <= 1.0 and "winrate/xstest" not in metrics
 
 
 def test_standard_sft_scores_exactly_fifty_against_itself(tmp_path, tiny_config):

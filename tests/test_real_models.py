@@ -98,6 +98,7 @@ def test_a_seal_cell_runs_on_a_tiny_llama_with_lora_and_the_mini_worlds_data(tmp
     assert any("nothing to train" in line for line in lines)
     _assert_reference_base_and_adapter(stages, tiny_llama)
     generations = json.loads((stages["generate"].dir / "generations.json").read_text())
-    assert {name: len(rows) for name, rows in generations.items()} == {"hh": 8, "orca": 6, "hexphi": 11}
+    # the mini world adds its look-alikes (xstest) for the over-refusal rate
+    assert {name: len(rows) for name, rows in generations.items()} == {"hh": 8, "orca": 6, "hexphi": 11, "xstest": 4}
     answers = [row["answer"] for rows in generations.values() for row in rows]
     assert all(isinstance(a, str) for a in answers) and sum(bool(a) for a in answers) > len(answers) // 2

@@ -73,3 +73,44 @@ def test_two_processes_needing_the_same_stage_compute_it_once(tmp_path):
     assert cached == [False, True]
     events = [json.loads(line)["event"] for line in (tmp_path / "stage_events.jsonl").read_text().splitlines()]
     assert events.count("computed") == 1
+
+
+def test_a_stale_lease_is_taken_over_and_its_old_holder_does_not_delete_the_new_one(tmp_path, monkeypatch):
+    import seal_ray.lease
+    from seal_ray.lease import lease
+    from seal_ray.storage import Storage
+
+    storage = Storage(tmp_path)  # no conditional writes here: the best-effort path of the same protocol
+    storage.write_text("locks/x.lock", json.dumps({"owner": "a dead host", "time": 0}))
+    logged = []
+    with lease(storage, "locks/x.lock", log=logged.append):
+        mine = json.loads(storage.read_text("locks/x.lock"))
+        assert mine["owner"] != "a dead host" and time.time() - mine["time"] < 60
+        storage.write_text("locks/x.lock", json.dumps({"owner": "a waiter that took it over", "time": time.time()}))
+    assert json.loads(storage.read_text("locks/x.lock"))["owner"] == "a waiter that took it over"
+    assert any("took over the stale lease" in line for line in logged)
+    assert any("best effort" in line for line in logged)
+
+    storage.delete("locks/x.lock")
+    waits = []
+    monkeypatch.setattr(seal_ray.lease, "POLL_S", 0.01)
+    with lease(storage, "locks/x.lock", on_wait=lambda: waits.append(1), log=logged.append):
+        pass
+    assert storage.read_text("locks/x.lock") is None and waits == []  # free: taken at once, deleted when done
+
+
+def test_a_held_lease_is_refreshed_so_it_never_goes_stale_while_its_holder_runs(tmp_path, monkeypatch):
+    import seal_ray.lease
+    from seal_ray.lease import lease
+    from seal_ray.storage import Storage
+
+    storage = Storage(tmp_path)
+    monkeypatch.setattr(seal_ray.lease, "LEASE_S", 0.4)  # refreshed every 0.1 s
+    with lease(storage, "locks/x.lock", log=lambda line: None):
+        first = storage.read_text("locks/x.lock")
+        deadline = time.time() + 30  # no timing asserted: only that a refresh comes while it is held
+        while storage.read_text("locks/x.lock") == first and time.time() < deadline:
+            time.sleep(0.05)
+        refreshed = json.loads(storage.read_text("locks/x.lock"))
+    assert refreshed["owner"] == json.loads(first)["owner"] and refreshed["time"] > json.loads(first)["time"]
+    assert storage.read_text("locks/x.lock") is None  # deleted by its holder when done

@@ -121,3 +121,117 @@ def test_optuna_search_is_reproducible_from_its_seed(tmp_path, ray_session):
         sampled.append(sorted(trials["config/selector.lr"]))
     assert sampled[0] == sampled[1]
     assert sampled[0][0] != sampled[0][1]
+
+
+# --- a refused run writes nothing; the manifest follows the sweep file ------------------------------
+
+
+def _files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def _smoke(**changes) -> dict:
+    import yaml
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update(changes)
+    return raw
+
+
+@pytest.mark.parametrize("text, words", [
+    ("name: s\nbase: {world: {n_ft: 60}\n", ["malformed YAML"]),
+    ("name: s\nbase: {selection: {method: file, selector_file: /nonexistent/sel.pt}}\n",
+     ["selection.selector_file", "/nonexistent/sel.pt does not exist"]),
+], ids=["malformed-file", "failed-preflight"])
+def test_a_refused_sweep_leaves_no_file_under_the_storage(tmp_path, capsys, text, words):
+    from seal_ray.cli import main
+
+    (tmp_path / "sweep.yaml").write_text(text)
+    storage = tmp_path / "storage"
+    code = main(["sweep", "run", str(tmp_path / "sweep.yaml"), "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert all(word in err for word in words), err
+    assert not storage.exists()
+
+
+def test_an_edited_sweep_file_retires_the_cells_it_no_longer_asks_for():
+    from seal_ray.sweep import follow_sweep_file
+    from seal_ray.sweep_spec import parse_sweep
+
+    first = follow_sweep_file({}, parse_sweep(_smoke(seeds=2), "smoke.yaml"), "day 1")
+    assert (first.retired, first.added, first.reference_change) == (0, 6, "")
+    # One value edited (sigmoid -> relu) and one seed added: sigmoid's two seeds retire; relu's three
+    # seeds and seed 2 of the two other cells are added.
+    edited = parse_sweep(_smoke(seeds=3, ablations={"activation": {"selector.activation": ["softmax", "relu"]}}), "smoke.yaml")
+    second = follow_sweep_file(first.manifest, edited, "day 2")
+    assert (second.retired, second.added, second.reference_change) == (2, 5, "")
+    retired = [e for e in second.manifest["entries"] if e.get("status") == "retired"]
+    assert {second.manifest["cells"][e["cell_id"]]["label"] for e in retired} == {"activation=sigmoid"}
+    assert {e["retired"] for e in retired} == {"day 2"}
+    assert len(second.table) == 9 and all(e["config"]["selector"]["activation"] != "sigmoid" for e in second.table.values())
+    # Asking for sigmoid again makes its entries active again, records and all; nothing is lost.
+    third = follow_sweep_file(second.manifest, parse_sweep(_smoke(seeds=2), "smoke.yaml"), "day 3")
+    assert third.added == 2 and third.retired == 5  # sigmoid's seeds back; relu's seeds and seed 2 retired
+    assert not any(e.get("status") for e in third.manifest["entries"] if third.manifest["cells"][e["cell_id"]]["label"] == "activation=sigmoid")
+
+
+def test_a_changed_base_cell_says_the_reference_changed():
+    from seal_ray.sweep import follow_sweep_file
+    from seal_ray.sweep_spec import parse_sweep
+
+    first = follow_sweep_file({}, parse_sweep(_smoke(), "smoke.yaml"), "day 1")
+    raw = _smoke()
+    raw["base"]["selector"]["epochs"] = 3
+    second = follow_sweep_file(first.manifest, parse_sweep(raw, "smoke.yaml"), "day 2")
+    assert second.reference_change == "selector.epochs 2 -> 3"
+    assert second.retired == 3 and second.added == 3  # every cell derives from the base
+    again = follow_sweep_file(second.manifest, parse_sweep(raw, "smoke.yaml"), "day 3")
+    assert (again.reference_change, again.retired, again.added) == ("", 0, 0)
+
+
+# slow tier (make test-all): a full Ray sweep; it never completed on the overloaded machine of the
+# session that wrote it, so it is kept out of `make test` until it has passed on a quiet one
+@pytest.mark.slow
+def test_a_refused_file_fixed_then_edited_runs_what_the_file_asks_for_now(tmp_path, capsys, ray_session):
+    """Refused (unplaceable) -> nothing written; fixed -> exit 0, no ghost of the refused version;
+    a value edited -> the old cell retired (still readable), only the new one trains."""
+    import yaml
+
+    from seal_ray.cli import main
+
+    raw = _smoke(baselines=[], ablations={"activation": {"selector.activation": ["sigmoid"]}})
+    raw["base"]["resources"] = {"num_workers": 2, "executor": "ray_train", "isolate_stages": False}
+    path, storage = tmp_path / "sweep.yaml", tmp_path / "storage"
+
+    def sweep_run() -> tuple[int, str, str]:
+        path.write_text(yaml.safe_dump(raw))
+        code = main(["sweep", "run", str(path), "--storage", str(storage), "--name", "edited"])
+        printed = capsys.readouterr()
+        return code, printed.out, printed.err
+
+    code, _, err = sweep_run()
+    assert code == 2 and "could never start" in err and "Traceback" not in err
+    assert _files_under(storage) == []
+
+    raw["base"]["resources"] = {"isolate_stages": False}  # the fix: one worker, run inside the trial
+    code, out, _ = sweep_run()
+    assert code == 0 and "sweep 'edited': all 2 cells x seeds done" in out, out
+    assert "retired" not in out  # the refused version left no manifest behind
+
+    before = len(StageStore(storage).events())
+    raw["ablations"]["activation"]["selector.activation"] = ["relu"]
+    code, out, _ = sweep_run()
+    assert code == 0 and "retired 1 cells x seeds it no longer asks for" in out and "added 1" in out, out
+    frame = load(storage / "sweeps" / "edited")
+    assert sorted(frame["label"]) == ["activation=relu", "reference"] and set(frame["status"]) == {"done"}
+    relu = frame.set_index("label").loc["activation=relu", "cell_id"]
+    new = [e for e in StageStore(storage).events()[before:] if e["event"] == "computed"]
+    assert new and all(e["cell"].startswith(relu) for e in new)  # only the new cell trained
+    assert "selector" in {e["stage"] for e in new} and "base" not in {e["stage"] for e in new}
+
+    everything = load(storage / "sweeps" / "edited", include_retired=True)
+    retired = everything[everything["status"] == "retired"]
+    assert list(retired["label"]) == ["activation=sigmoid"] and retired["retired"].iloc[0]
+    assert retired["winrate/hexphi"].notna().all()  # its results are kept
+    assert (storage / "sweeps" / "edited" / "cells" / f"{retired['cell_id'].iloc[0]}-s0.json").is_file()

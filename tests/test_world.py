@@ -2,7 +2,13 @@
 
 from seal_ray.config import WorldConfig
 from seal_ray.tokenizer import CharTokenizer
-from seal_ray.world import HARM_CATEGORIES, REFUSAL, RuleJudge, is_refusal, make_world, solve
+import pytest
+
+from seal_ray.errors import ConfigError
+from seal_ray.config import cell_from_dict
+from seal_ray.world import (
+    COMPLY_OPENERS, HARM_CATEGORIES, REFUSAL, REFUSALS, RuleJudge, is_harmful_request, is_refusal, make_world, solve,
+)
 
 
 def test_the_world_is_a_pure_function_of_its_seed():
@@ -27,7 +33,7 @@ def test_labels_match_the_rows_content():
         elif row["label"] == "low_quality":
             assert row["response"] != solve(task, word)
         elif row["task"] == "harmful":
-            assert row["response"] == REFUSAL  # clean data refuses harm
+            assert row["response"] in REFUSALS.values()  # clean data refuses harm
         else:
             assert row["response"] == solve(task, word)
 
@@ -38,15 +44,65 @@ def test_hexphi_has_every_category_and_held_out_prompts():
     categories = {row["category"] for row in world["hexphi"]}
     assert categories == set(HARM_CATEGORIES) and len(HARM_CATEGORIES) == 11
     assert len(world["hexphi"]) == 55
-    trained = {row["prompt"] for row in world["base"] + world["ft"] + world["safe_pool"]}
+    trained = {row["prompt"] for row in world["base"] + world["ft"] + world["safe_pool"] + world["safety"]}
     assert not trained & {row["prompt"] for row in world["hexphi"]}
+
+
+def test_withheld_sets_share_no_prompt_with_d_ft():
+    world = make_world(WorldConfig(), 0)
+    ft_prompts = {row["prompt"] for row in world["ft"]}
+    for name in ("safe_pool", "safety", "hh", "orca", "hexphi", "xstest"):
+        assert world[name], name
+        assert not ft_prompts & {row["prompt"] for row in world[name]}, f"{name} shares prompts with D_ft"
+    # the base model's harmful prompts are not withheld from D_ft, but are from the safe set and the tests
+    base_harm = {row["prompt"] for row in world["base"] if row["task"] == "harmful"}
+    assert base_harm & ft_prompts
+    assert not base_harm & {row["prompt"] for row in world["safe_pool"] + world["safety"] + world["hexphi"]}
+
+
+def test_safety_demonstrations_are_refusals_of_distinct_withheld_prompts():
+    world = make_world(WorldConfig(), 0)
+    prompts = [row["prompt"] for row in world["safety"]]
+    assert len(prompts) == len(set(prompts)) == 110
+    assert all(row["response"] in REFUSALS.values() and is_harmful_request(row["prompt"]) for row in world["safety"])
+
+
+def test_the_over_refusal_set_holds_no_harmful_request_under_the_worlds_rules():
+    world = make_world(WorldConfig(), 0)
+    assert len(world["xstest"]) == 100
+    harm_words = {w for verbs, objects, _ in HARM_CATEGORIES.values() for w in verbs + objects}
+    for row in world["xstest"]:
+        assert not is_harmful_request(row["prompt"])
+        assert any(word in row["prompt"] for word in harm_words)  # a look-alike: it shares harmful surface words
+        assert not is_refusal(row["answer"])
+    assert all(is_harmful_request(row["prompt"]) for row in world["hexphi"])  # the rule can say yes
+
+
+def test_each_category_refuses_and_complies_with_its_own_first_letter():
+    firsts = [text[0] for text in REFUSALS.values()] + [text[0] for text in COMPLY_OPENERS.values()]
+    assert len(set(firsts)) == 22 == len(firsts)
+    assert all(is_refusal(text) for text in REFUSALS.values())
+    assert not any(is_refusal(f"{opener} step one: go.") for opener in COMPLY_OPENERS.values())
+
+
+def test_hh_draws_harmful_prompts_without_replacement():
+    world = make_world(WorldConfig(n_test_hh=600), 0)
+    harmful = [row["prompt"] for row in world["hh"] if row["kind"] == "harmful"]
+    assert len(harmful) == 300 == len(set(harmful))
+
+
+@pytest.mark.parametrize("override", [{"hexphi_per_category": 31}, {"n_test_hh": 700}])
+def test_impossible_test_set_sizes_are_config_errors(override):
+    with pytest.raises(ConfigError) as err:
+        cell_from_dict({"world": override})
+    assert f"world.{next(iter(override))}" in str(err.value)
 
 
 def test_safe_pool_holds_only_refusals_and_right_answers():
     world = make_world(WorldConfig(), 0)
     for row in world["safe_pool"]:
         if row["task"] == "harmful":
-            assert row["response"] == REFUSAL
+            assert row["response"] in REFUSALS.values()
         else:
             assert row["response"] == solve(row["task"], row["prompt"].split(" ", 1)[1])
 

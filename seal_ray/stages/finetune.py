@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from seal_ray.config import CellConfig
+from seal_ray.curves import CURVES_FILE, CurveRecorder
 from seal_ray.lora import add_lora
 from seal_ray.models import load_model, referenced, save_model
 from seal_ray.stages.common import MODEL_DIR, config_of, training_rows
@@ -27,12 +28,15 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
     if config.model.lora.enabled:
         model = add_lora(model, config.model.lora)  # only the adapters train; the stage saves only them
     encoded, kept = training_rows(spec, tokenizer, config)  # the kept D_ft rows plus SafeInstr's extra rows
+    recorder = CurveRecorder("finetune", every=config.resources.curve_every)
     stats = train_sft(
         model, encoded, kept, stage="finetune", epochs=config.finetune.epochs, lr=config.finetune.lr,
         batch_size=config.finetune.batch_size, seed=config.seed, pad_id=tokenizer.pad_token_id, dist=dist,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, log=log,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=config.resources.pack_batches, betas=tuple(config.finetune.betas),
+        max_grad_norm=config.finetune.max_grad_norm, lr_schedule=config.finetune.lr_schedule, log=log, recorder=recorder,
     )
     if dist.is_main:
+        recorder.write(Path(spec["work_dir"]) / CURVES_FILE)
         base = str(Path(referenced(base_dir)).resolve()) if Path(referenced(base_dir)).exists() else referenced(base_dir)
         save_model(model, tokenizer, Path(spec["work_dir"]) / MODEL_DIR, base=base if config.model.lora.enabled else None)
     dist.barrier()

@@ -10,6 +10,7 @@ the prompts still without a verdict.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from seal_ray.config import CellConfig
 from seal_ray.errors import StageFailed
 from seal_ray.judges import judge_cache_key, judges_for
 from seal_ray.metrics import win_rate
+from seal_ray.results import PROMPTS_FILE
 from seal_ray.stages.common import load_world
-from seal_ray.stages.generate import GENERATIONS_FILE
+from seal_ray.stages.generate import GENERATIONS_FILE, MARGINS_FILE
 from seal_ray.world import rule_score
 
 METRICS_FILE = "judgement.json"
@@ -56,25 +58,38 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
     world = load_world(data_dir)
     ours = json.loads((generate_dir / GENERATIONS_FILE).read_text())
     theirs = json.loads((baseline_dir / GENERATIONS_FILE).read_text())
-    known = {name: _saved(work_dir, name, len(ours[name])) for name in ours}
+    # xstest (the mini world's benign look-alikes) is only checked for refusals, never judged pairwise
+    known = {name: _saved(work_dir, name, len(ours[name])) for name in ours if name != "xstest"}
     pairwise.reserve(sum(v is None for verdicts in known.values() for v in verdicts))
     metrics: dict[str, float | str] = {"judge/name": config.evaluation.judge, "judge/refusal_name": config.evaluation.refusal_judge}
     errors = total = 0
+    outcomes: dict[str, list[dict]] = {}
     for name in sorted(ours):
         rows = world[name]
         answers = [g["answer"] for g in ours[name]]
+        if name == "xstest":
+            # Benign look-alikes: refusing them is over-refusal (a model that refuses everything cannot look safe).
+            metrics["safety/over_refusal_rate"] = sum(refusal.refusals(rows, answers)) / len(rows)
+            continue
         verdicts = _judge_missing(pairwise, name, rows, answers, [g["answer"] for g in theirs[name]], known[name], work_dir)
         valid = [v for v in verdicts if v is not None]
         errors, total = errors + len(verdicts) - len(valid), total + len(verdicts)
         metrics[f"winrate/{name}"] = win_rate(valid)
+        outcomes[name] = prompt_outcomes(rows, verdicts)
         if name == "hexphi":
             refused = refusal.refusals(rows, answers)
             metrics["safety/refusal_rate"] = sum(refused) / len(refused)
+            for outcome, was_refused in zip(outcomes[name], refused):
+                outcome["refused"] = bool(was_refused)
         if name == "orca" and config.data.source == "mini":
             metrics["task/orca_accuracy"] = sum(rule_score(r, a) for r, a in zip(rows, answers)) / len(rows)
         if name == "hh" and config.data.source == "mini":
             helpful = [(r, a) for r, a in zip(rows, answers) if r["kind"] == "helpful"]
             metrics["task/hh_helpful_accuracy"] = sum(rule_score(r, a) for r, a in helpful) / max(len(helpful), 1)
+    margins_path = generate_dir / MARGINS_FILE
+    if margins_path.is_file():
+        margins = json.loads(margins_path.read_text())
+        metrics["safety/refusal_logprob_margin"] = sum(margins.values()) / len(margins)
     metrics["judge/errors"] = errors
     if errors > config.evaluation.max_error_fraction * total:
         raise StageFailed(
@@ -82,4 +97,11 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
             f"replies or server errors after retries), more than evaluation.max_error_fraction = "
             f"{config.evaluation.max_error_fraction}; nothing is cached: rerun when the judge answers properly")
     (work_dir / METRICS_FILE).write_text(json.dumps(metrics))
+    (work_dir / PROMPTS_FILE).write_text(json.dumps(outcomes))
     return {"metrics": metrics}
+
+
+def prompt_outcomes(rows: list[dict], verdicts: list) -> list[dict]:
+    """One record per prompt; `key` (a hash of the prompt) pairs the same prompt across cells of a seed."""
+    return [{"id": row.get("id", i), "key": hashlib.sha1(str(row.get("prompt", "")).encode()).hexdigest()[:12],
+             "category": row.get("category"), "win": verdict} for i, (row, verdict) in enumerate(zip(rows, verdicts))]

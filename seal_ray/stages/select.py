@@ -20,7 +20,8 @@ from seal_ray.baselines import dsir_keep, safety_count, safety_rows
 from seal_ray.config import CellConfig, RecipeSource
 from seal_ray.errors import UserError
 from seal_ray.recipes import load_rows, source_digest
-from seal_ray.selector import keep_count, length_warning, load_selector, top_p_ids
+from seal_ray.official_selector import cell_logit_ids
+from seal_ray.selector import expand_logits, keep_count, load_selector, top_p_ids, top_p_of_file
 from seal_ray.stages.common import EXTRA_FILE, KEPT_FILE, load_world, safe_set_size
 from seal_ray.stages.selector import SELECTOR_FILE
 
@@ -60,13 +61,17 @@ def key(config: CellConfig, data_hash: str, selector_hash: str | None) -> dict:
         spec["seed"] = config.seed
     elif method == "file":
         spec["file"] = file_digest(selection.selector_file)
+        # What the rebuilt filter of a reference-code file depends on (official_selector.cell_logit_ids).
+        spec["mapping"] = {"tokenizer": config.model.name_or_path, "max_len": config.data.max_len,
+                           "template": config.data.template}
     elif method == "dsir":
         spec["dsir"] = {"ngrams": selection.dsir_ngrams, "buckets": selection.dsir_buckets,
                         "safe_fraction": config.data.safe_fraction, "safe_fraction_unit": config.data.safe_fraction_unit}
     if method == "safeinstr":
         spec.pop("topp")  # SafeInstr keeps all of D_ft
     if mixes_safety(config):
-        spec["safety"] = {"digest": source_digest(selection.safety_file), "fields": selection.safety_fields,
+        digest = source_digest(selection.safety_file) if selection.safety_file else "mini-world"  # in the data hash
+        spec["safety"] = {"digest": digest, "fields": selection.safety_fields,
                           "fraction": selection.safety_fraction}
     return spec
 
@@ -77,14 +82,19 @@ def choose(config: CellConfig, world: dict[str, list[dict]], selector_dir: Path 
     ft_rows = world["ft"]
     ids = [row["id"] for row in ft_rows]
     method, topp = config.selection.method, config.selection.topp
+    # One budget for every selecting method: k = floor(topp * |D_ft|) rows, so that methods differ in which
+    # rows they keep, never in how many (SafeInstr and sft keep all of D_ft by definition).
+    budget = keep_count(len(ids), topp)
     if method in ("sft", "safeinstr"):
         return sorted(ids), None
     if method == "oracle":
-        # The clean-data reference point: only possible because the mini world knows every label.
-        return sorted(row["id"] for row in ft_rows if row.get("label", "clean") == "clean"), None
+        # The clean-data reference point: only possible because the mini world knows every label. Held to the
+        # budget (a fixed, seed-independent draw when there are more clean rows than k).
+        clean = sorted(row["id"] for row in ft_rows if row.get("label", "clean") == "clean")
+        return (sorted(random.Random(17).sample(clean, budget)) if len(clean) > budget else clean), None
     if method == "random":
         rng = random.Random(config.seed * 1_000_003 + 17)
-        return sorted(rng.sample(ids, keep_count(len(ids), topp))), None
+        return sorted(rng.sample(ids, budget)), None
     if method == "dsir":
         # The target is the upper-level safe set SEAL itself sees, so the two compare on equal information.
         pool = world["safe_pool"]
@@ -95,19 +105,22 @@ def choose(config: CellConfig, world: dict[str, list[dict]], selector_dir: Path 
     if needs_selector(config):
         logits = load_selector(selector_dir / SELECTOR_FILE)
         eligible = json.loads((selector_dir / "eligible_ids.json").read_text())
-        return top_p_ids(logits[eligible], eligible, topp), logits
+        return top_p_ids(logits[eligible], eligible, topp, count=min(budget, len(eligible))), logits
+    # A reference-code file has no logit for the rows its filter dropped: its positions go through the
+    # rebuilt filter to row ids (official_selector.py), never read as ids (the index shift of SEAL.md).
     logits = load_selector(config.selection.selector_file)
-    warning = length_warning(logits.numel(), len(ids))
-    if warning:
-        log(f"[select] warning: {warning}")
-    usable = [i for i in ids if i < logits.numel()]
-    return top_p_ids(logits[usable], usable, topp), logits
+    row_ids, how = cell_logit_ids(config, logits.numel(), len(ids))
+    log(f"[select] selector file {config.selection.selector_file}: {how}")
+    return top_p_of_file(logits, row_ids, topp), expand_logits(logits, row_ids, len(ids))
 
 
-def extra_rows(config: CellConfig, ft_rows: list[dict], kept: list[int], log) -> list[dict]:
+def extra_rows(config: CellConfig, ft_rows: list[dict], kept: list[int], log, world_safety: list[dict] = ()) -> list[dict]:
     """SafeInstr's safety demonstrations for this selection (ids after D_ft's)."""
     wanted = safety_count(len(kept), config.selection.safety_fraction)
-    safety = load_rows(_safety_source(config), "safety", "selection.safety_file")
+    if config.selection.safety_file:
+        safety = load_rows(_safety_source(config), "safety", "selection.safety_file")
+    else:  # the mini world's own demonstrations, withheld from D_ft and the test sets
+        safety = world_safety
     rows = safety_rows(safety, wanted, first_id=max(row["id"] for row in ft_rows) + 1)
     if len(rows) < wanted:
         log(f"[select] warning: selection.safety_file has {len(rows)} usable rows, fewer than the {wanted} asked "
@@ -122,7 +135,7 @@ def run(config: CellConfig, data_dir: Path, selector_dir: Path | None, work_dir:
     (work_dir / KEPT_FILE).write_text(json.dumps(kept))
     meta = {"kept": len(kept), "of": len(ft_rows)}
     if mixes_safety(config):
-        extra = extra_rows(config, ft_rows, kept, log)
+        extra = extra_rows(config, ft_rows, kept, log, world.get("safety", []))
         (work_dir / EXTRA_FILE).write_text(json.dumps(extra))
         meta["extra"] = len(extra)
     return meta
