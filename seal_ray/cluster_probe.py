@@ -183,19 +183,13 @@ def needs_probe(storage: str, address: str | None) -> bool:
 
 
 def refuse_unshared_storage(storage: str, address: str | None, log: Callable[[str], None]) -> None:
-    """Before a sweep writes anything: a UserError (exit 2) naming every node that does not share `storage`."""
+    """Before a sweep writes anything: a UserError (exit 2) naming every node that does not share `storage`.
+
+    Needs a connected Ray (the sweep's own connection: sweep.py keeps it for the run).
+    """
     if not needs_probe(storage, address):
         return
-    import ray
-
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        ray.init(address=address, log_to_driver=False)
-    try:
-        answers = probe_storage(storage)
-    finally:
-        if connected_here:
-            ray.shutdown()
+    answers = probe_storage(storage)
     failed = [a for a in answers if not a.ok]
     if failed:
         raise UserError(storage_problem(storage, failed))
@@ -220,6 +214,14 @@ def check_storage_token(folder: Storage, token: str | None) -> None:
                     f"(its storage token is missing or different); the trial writes nothing here. Fix: {FIX}")
 
 
+_WATCHING: dict[str, "StorageWatch"] = {}  # by key: Tune pickles its stopper, which must not hold a thread
+
+
+def _watch_failed(key: str) -> bool:
+    watch = _WATCHING.get(key)
+    return bool(watch and watch.failed)
+
+
 class StorageWatch:
     """Probes every node that joins while a sweep runs; one that fails stops the sweep (a Tune Stopper).
 
@@ -233,14 +235,17 @@ class StorageWatch:
         self.known: set[str] = set()
         self._first_pass = True
         self.failed: list[NodeAnswer] = []
+        self.key = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="seal-ray-storage-watch", daemon=True)
 
     def __enter__(self) -> "StorageWatch":
+        _WATCHING[self.key] = self
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        _WATCHING.pop(self.key, None)
         self._stop.set()
         self._thread.join(timeout=self.every_s)  # a probe still waiting on a node is of no use any more
 
@@ -271,16 +276,17 @@ class StorageWatch:
         return answers
 
     def stopper(self):
+        """A Tune Stopper that stops every trial once a node failed (it holds only this watch's key)."""
         from ray import tune
 
-        watch = self
+        key = self.key
 
         class _StopOnUnsharedNode(tune.Stopper):
             def __call__(self, trial_id: str, result: dict) -> bool:
                 return False
 
             def stop_all(self) -> bool:
-                return bool(watch.failed)
+                return _watch_failed(key)
 
         return _StopOnUnsharedNode()
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from seal_ray.cluster_probe import check_storage_token, needs_probe, refuse_unshared_storage, write_storage_token
+from seal_ray.cluster_probe import StorageWatch, check_storage_token, needs_probe, refuse_unshared_storage, write_storage_token
 from seal_ray.config import CellConfig, cell_from_dict, flatten, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.curves import copy_cell_curves
@@ -505,10 +505,11 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: in
         tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
         count = len(pending)
     run_id = f"tune-{int(time.time())}"
-    # Trials check the storage token the driver wrote, so a node that joined later with another folder at this
-    # path writes nothing. (Watching joining nodes with a Tune stopper, StorageWatch, is not wired in: the
-    # stopper made the Tuner's state unpicklable next to the interruption callbacks; see the session note.)
-    token = write_storage_token(folder) if needs_probe(storage, address) else None
+    # Nodes joining while the sweep runs are probed too; one that does not share the storage stops the sweep
+    # (a Tune stopper holding only the watch's key, so the Tuner's state still pickles). Trials check the
+    # storage token the driver wrote, so a node that joined with another folder at this path writes nothing.
+    watch = StorageWatch(storage, log) if needs_probe(storage, address) else None
+    token = write_storage_token(folder) if watch else None
     trainable = tune.with_parameters(run_cell_trial, storage=storage, folder=folder.uri, table=table, run_id=run_id,
                                      storage_token=token)
     trainable = tune.with_resources(trainable, trial_resources(example))
@@ -522,11 +523,14 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: in
     tuner = tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config,
         run_config=tune.RunConfig(name=run_id, storage_path=str(folder.local_path("tune")), callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=retries), verbose=0),
+                                  failure_config=tune.FailureConfig(max_failures=retries), verbose=0,
+                                  stop=watch.stopper() if watch else None),
     )
-    with quiet_tune_errors():  # what a lost trial means is in its record and the progress lines
+    with quiet_tune_errors(), watch or contextlib.nullcontext():  # a lost trial's story is in its record
         tuner.fit()
     _close_running_records(folder, [table[key] for key in pending])
+    if watch:
+        watch.raise_if_failed()
 
 
 def _close_running_records(folder: Storage, entries: list[dict]) -> None:

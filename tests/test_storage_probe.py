@@ -42,7 +42,10 @@ report["split"] = {a.node_id: a.problem for a in probe_storage(split)}
 watch = StorageWatch(split, log=lambda line: None)
 watch.known, watch._first_pass = {head}, False  # as if `other` joined after the sweep started
 report["joined"] = [a.node_id for a in watch.check_new_nodes()]
-report["stop_all"] = watch.stopper().stop_all()
+import ray.cloudpickle
+stopper = ray.cloudpickle.loads(ray.cloudpickle.dumps(watch.stopper()))  # Tune pickles it with the run config
+with watch:
+    report["stop_all"] = stopper.stop_all()
 try:
     watch.raise_if_failed()
 except UserError as err:
@@ -154,3 +157,19 @@ def test_a_trial_refuses_to_run_where_the_sweeps_storage_token_is_not_seen(tmp_p
     with pytest.raises(UserError, match="does not see the sweep's folder"):
         check_storage_token(node_local, token)
     assert not (tmp_path / "node-local").exists()  # refused before writing anything
+
+
+def test_the_sweeps_stopper_survives_tunes_pickling_and_stops_once_a_node_failed(monkeypatch):
+    import ray.cloudpickle
+
+    from seal_ray import cluster_probe
+    from seal_ray.cluster_probe import NodeAnswer, StorageWatch
+
+    watch = StorageWatch("/mnt/seal", log=lambda line: None)
+    stopper = ray.cloudpickle.loads(ray.cloudpickle.dumps(watch.stopper()))  # as Tune saves its run config
+    monkeypatch.setitem(cluster_probe._WATCHING, watch.key, watch)  # what `with watch:` does, without its thread
+    assert stopper.stop_all() is False
+    watch.failed.append(NodeAnswer("f" * 56, "10.0.0.7", "worker-7", problem="cannot read the token the driver wrote"))
+    assert stopper.stop_all() is True
+    with pytest.raises(UserError, match="node ffffffffffff .worker-7, 10.0.0.7.: cannot read the token"):
+        watch.raise_if_failed()
