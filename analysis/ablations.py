@@ -32,6 +32,7 @@ PENALTY_KIND = "config/penalty.kind"
 PENALTY_GAMMA = "config/penalty.gamma"
 PENALTY_DECAY = "config/penalty.decay"
 ALGORITHM = "config/selector.algorithm"
+SELECTOR_EPOCH = "config/selector.epoch"
 
 # The seed is the replicate, never a swept factor (results.load copies it into the config columns too).
 NOT_SWEPT = frozenset({"config/seed"})
@@ -83,6 +84,15 @@ def _short(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A config column a study's table names for its rows: a setting that changes what the study measures."""
+
+    column: str
+    name: str
+    meanings: Mapping[str, str] = field(default_factory=dict)  # value -> what it means, for the note
+
+
+@dataclass(frozen=True)
 class Ablation:
     """One study: the config columns it varies and the key values of its reference cell."""
 
@@ -94,6 +104,7 @@ class Ablation:
     require: Mapping[str, Any] = field(default_factory=dict)
     label: Callable[[KeyValues], str] = _plain_label
     order: Callable[[KeyValues], tuple] = _natural_order
+    stated: tuple[Setting, ...] = ()  # named under the table, or per row where its rows differ
 
 
 def _preferred(column: str, preference: Sequence[Any]) -> Callable[[KeyValues], tuple]:
@@ -149,12 +160,19 @@ def algorithm_label(keys: KeyValues) -> str:
 
 SEAL_ONLY = {METHOD: "seal"}
 
+# Under zip_shortest a smaller safe set also means fewer selector steps (docs/fidelity.md), so the
+# safe-set ablation's numbers mean something else under each rule: its table says which one ran.
+EPOCH_RULE = Setting(SELECTOR_EPOCH, "Selector epoch rule", {
+    "cycle_safe": "an epoch is one pass over D_ft, the safe set cycled beside it",
+    "zip_shortest": "the reference code's zip(safe, ft): an epoch ends with the shorter set",
+})
+
 ACTIVATION_ABLATION = Ablation(
     "activation", "Selector activation", "Activation", (ACTIVATION,), {ACTIVATION: "softmax"}, SEAL_ONLY,
     label=lambda keys: str(keys.get(ACTIVATION)), order=_preferred(ACTIVATION, ("softmax", "sigmoid", "relu")))
 SAFE_FRACTION_ABLATION = Ablation(
     "safe_fraction", "Upper-level safe-set size", "Safe-set size", (SAFE_FRACTION, SAFE_FRACTION_UNIT),
-    {SAFE_FRACTION: 0.2}, SEAL_ONLY, label=safe_fraction_label)
+    {SAFE_FRACTION: 0.2}, SEAL_ONLY, label=safe_fraction_label, stated=(EPOCH_RULE,))
 PENALTY_ABLATION = Ablation(
     "penalty", "Penalty schedule", "Penalty schedule", (PENALTY_KIND, PENALTY_GAMMA, PENALTY_DECAY),
     {PENALTY_KIND: "ramp", PENALTY_DECAY: 0.03}, SEAL_ONLY, label=penalty_label, order=penalty_order)

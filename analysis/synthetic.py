@@ -14,12 +14,13 @@ import pandas as pd
 
 from analysis.ablations import (
     ACTIVATION, ALGORITHM, METHOD, PENALTY_DECAY, PENALTY_GAMMA, PENALTY_KIND, SAFE_FRACTION, SAFE_FRACTION_UNIT,
-    SELECTOR_FILE)
+    SELECTOR_EPOCH, SELECTOR_FILE)
 
 # The swept leaves at the built-in defaults (seal_ray/config.py), plus one that never varies.
 BASE_CONFIG: dict[str, Any] = {
     METHOD: "seal", SELECTOR_FILE: None, ACTIVATION: "softmax", SAFE_FRACTION: 0.2, SAFE_FRACTION_UNIT: "ft_size",
-    PENALTY_KIND: "ramp", PENALTY_GAMMA: 0.0, PENALTY_DECAY: 0.03, ALGORITHM: 2, "config/selection.topp": 0.8,
+    PENALTY_KIND: "ramp", PENALTY_GAMMA: 0.0, PENALTY_DECAY: 0.03, ALGORITHM: 2, SELECTOR_EPOCH: "cycle_safe",
+    "config/selection.topp": 0.8,
 }
 STAGES = ("base", "selector", "finetune", "generate")
 

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import pandas as pd
 
 from analysis.ablations import (
-    ALGORITHM_ABLATION, MAIN_TABLE, Ablation, ablation_reference, ablation_rows, is_missing, is_reference, key_values)
+    ALGORITHM_ABLATION, CONFIG, MAIN_TABLE, Ablation, Setting, ablation_reference, ablation_rows, is_missing,
+    is_reference, key_values)
 from analysis.significance import finalize, interval_legend
 from analysis.stats import (
     UNBOUNDED, Bounds, Estimate, PairedTest, clustered_bootstrap, clustered_paired_test, mean_ci, paired_test)
@@ -31,6 +32,7 @@ STATUS_ORDER = ("failed", "interrupted", "running", "missing")
 STAGE_ORDER = ("base", "selector", "finetune", "generate")
 REASON_CHARS = 60
 NOT_MEASURED = "n/a"
+NOT_RECORDED = "not recorded"  # a stated setting's column is absent or empty (results from before the field)
 PERCENT: Bounds = (0.0, 100.0)
 UNIT_INTERVAL: Bounds = (0.0, 1.0)
 NON_NEGATIVE: Bounds = (0.0, None)
@@ -296,9 +298,38 @@ def ablation_table(frame: pd.DataFrame, ablation: Ablation, *, prompts: pd.DataF
     metrics = default_metrics(rows) if metrics is None else metrics
     table = build_table(groups, metrics, name=ablation.name, title=ablation.title, row_header=ablation.row_header,
                         prompts=prompts)
+    state_settings(table, groups, ablation.stated)
     if correct:
         finalize([table], "this table")
     return table
+
+
+def setting_values(group: CellGroup, setting: Setting) -> list[str]:
+    """The setting's values over a cell's rows."""
+    if setting.column not in group.rows.columns:
+        return [NOT_RECORDED]
+    return sorted({NOT_RECORDED if is_missing(value) else str(value) for value in group.rows[setting.column]})
+
+
+def described(setting: Setting, value: str) -> str:
+    meaning = setting.meanings.get(value)
+    return f"{value} ({meaning})" if meaning else value
+
+
+def state_settings(table: Table, groups: Sequence[CellGroup], settings: Sequence[Setting]) -> None:
+    """Name each setting in a note under the table; where its rows differ, also in a column beside n."""
+    for position, setting in enumerate(settings):
+        per_row = [setting_values(group, setting) for group in groups]
+        values = sorted({value for row_values in per_row for value in row_values})
+        if not values:
+            continue
+        named = f"{setting.name} ({setting.column.removeprefix(CONFIG)})"
+        if len(values) > 1:
+            named += ", per row in its column"
+            table.columns.insert(1 + position, Column(setting.column, setting.name, kind="text"))
+            for row, row_values in zip(table.rows, per_row):
+                row.cells[setting.column] = Cell(text=", ".join(row_values))
+        table.notes.insert(position, f"{named}: " + "; ".join(described(setting, value) for value in values) + ".")
 
 
 CATEGORY_TEST_SET = "hexphi"

@@ -10,7 +10,8 @@ from scipy import stats
 from analysis.ablations import (
     ACTIVATION, ACTIVATION_ABLATION, ALGORITHM, ALGORITHM_ABLATION, MAIN_TABLE, METHOD, PENALTY_ABLATION,
     PENALTY_DECAY, PENALTY_GAMMA, PENALTY_KIND, SAFE_FRACTION, SAFE_FRACTION_ABLATION, SAFE_FRACTION_UNIT,
-    ablation_rows, swept_columns)
+    SELECTOR_EPOCH, ablation_rows, swept_columns)
+from analysis.render import render_latex, render_markdown
 from analysis.synthetic import frame, result_row
 from analysis.tables import ablation_table, resource_table
 
@@ -69,6 +70,30 @@ def test_safe_fraction_labels_carry_the_unit(demo_like_frame):
     table = ablation_table(pd.concat([demo_like_frame, rows]), SAFE_FRACTION_ABLATION)
     assert labels(table) == ["10% of safe pool", "20% of D_ft", "50% of D_ft"]
     assert table.row("20% of D_ft").is_reference
+
+
+def test_safe_fraction_table_names_the_selector_epoch_rule_its_rows_ran_under(demo_like_frame):
+    table = ablation_table(demo_like_frame, SAFE_FRACTION_ABLATION)
+    assert table.notes[0] == ("Selector epoch rule (selector.epoch): cycle_safe (an epoch is one pass over D_ft, "
+                              "the safe set cycled beside it).")
+    assert "Selector epoch rule (selector.epoch): cycle_safe" in render_markdown(table)
+    assert r"Selector epoch rule (selector.epoch): cycle\_safe" in render_latex(table)
+    assert not any("epoch" in note for note in ablation_table(demo_like_frame, ACTIVATION_ABLATION).notes)
+
+
+def test_safe_fraction_rows_under_different_epoch_rules_each_name_theirs(demo_like_frame):
+    zipped = frame([result_row({SAFE_FRACTION: 0.1, SELECTOR_EPOCH: "zip_shortest"})])
+    table = ablation_table(pd.concat([demo_like_frame, zipped]), SAFE_FRACTION_ABLATION,
+                           swept=[METHOD, SAFE_FRACTION, SAFE_FRACTION_UNIT])
+    assert [row.cells[SELECTOR_EPOCH].text for row in table.rows] == ["zip_shortest", "cycle_safe", "cycle_safe"]
+    assert table.columns[1].header == "Selector epoch rule"
+    assert table.notes[0].startswith("Selector epoch rule (selector.epoch), per row in its column: cycle_safe (")
+    assert "; zip_shortest (the reference code's zip(safe, ft)" in table.notes[0]
+
+
+def test_safe_fraction_results_from_before_the_epoch_field_say_it_is_not_recorded(demo_like_frame):
+    table = ablation_table(demo_like_frame.drop(columns=[SELECTOR_EPOCH]), SAFE_FRACTION_ABLATION)
+    assert table.notes[0] == "Selector epoch rule (selector.epoch): not recorded."
 
 
 def test_penalty_labels_show_the_parameter_the_schedule_uses(demo_like_frame):
