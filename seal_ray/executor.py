@@ -60,42 +60,65 @@ def run_on_worker(worker_fn: WorkerFn, spec: dict, dist: LocalDist, checkpoint_d
     return {**result, "measure": measure}
 
 
+class _StageServer:
+    """One warm stage server process (isolated.py), started on first use and again if it died."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.lock = threading.Lock()  # one stage at a time per server
+
+    def get(self) -> subprocess.Popen:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        return self.process
+
+    def stop(self) -> None:
+        """Stop the server (waited for, so its CPU time counts as this process's children's)."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.stdin.close()
+            process.wait()
+            process.stdout.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
+
+# The server of every `shared_server` executor in this process: a sweep's trial process runs one cell
+# after another (Tune reuses its actors), and each would otherwise pay a server start (importing torch
+# and transformers, seconds of CPU). It stops when this process exits (its stdin closes).
+_PROCESS_SERVER = _StageServer()
+
+
 class LocalExecutor:
     """The single-process path: the 1-worker case of the same worker functions, no Ray.
 
     With `isolate`, each heavy stage runs in a fresh process of its own, forked from a warm stage
-    server that this executor starts once (isolated.py), so its memory figure is comparable with every
-    other cell's; without it, everything runs in this process. `close()` stops the server (it also
-    stops when this process exits: its stdin closes).
+    server (isolated.py), so its memory figure is comparable with every other cell's; without it,
+    everything runs in this process. The server is this executor's own, started once and stopped by
+    `close()`; with `shared_server`, it is this process's one server, kept for the next executor.
     """
 
     name = "local"
 
-    def __init__(self, device: str = "cpu", isolate: bool = False):
+    def __init__(self, device: str = "cpu", isolate: bool = False, shared_server: bool = False):
         self.device = device
         self.isolate = isolate
-        self._server: subprocess.Popen | None = None
-        self._lock = threading.Lock()
+        self.shared_server = shared_server
+        self._server = _PROCESS_SERVER if shared_server else _StageServer()
 
     def run(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
         if not self.isolate:
             return run_on_worker(worker_fn, spec, LocalDist(self.device), work_dir / "checkpoints", log)
-        with self._lock:  # one stage at a time per server
+        with self._server.lock:
             return self._run_isolated(stage, worker_fn, spec, work_dir, log)
 
-    def _stage_server(self) -> subprocess.Popen:
-        if self._server is None or self._server.poll() is not None:
-            self._server = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        return self._server
-
     def close(self) -> None:
-        """Stop the stage server (waited for, so its CPU time counts as this process's children's)."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.stdin.close()
-            server.wait()
-            server.stdout.close()
+        """Stop this executor's own stage server (a shared one keeps running for the next executor)."""
+        if not self.shared_server:
+            self._server.stop()
 
     def __enter__(self) -> "LocalExecutor":
         return self
@@ -104,9 +127,8 @@ class LocalExecutor:
         self.close()
 
     def __del__(self):
-        server = getattr(self, "_server", None)
-        if server is not None and server.poll() is None:
-            server.kill()
+        if not getattr(self, "shared_server", True):
+            self._server.kill()
 
     def _run_isolated(self, stage: str, worker_fn: WorkerFn, spec: dict, work_dir: Path, log) -> dict[str, Any]:
         import json
@@ -123,7 +145,7 @@ class LocalExecutor:
                 "checkpoint_dir": str(work_dir / "checkpoints"), "result_path": str(result_path),
                 "env": dict(os.environ), "cwd": os.getcwd(),  # what a freshly started process would get
             }
-            server = self._stage_server()
+            server = self._server.get()
             code = None
             try:
                 server.stdin.write(json.dumps(request) + "\n")
@@ -136,7 +158,7 @@ class LocalExecutor:
             except BrokenPipeError:
                 pass
             if code is None:  # the server itself died: the next stage starts a new one
-                self.close()
+                self._server.stop()
             outcome = json.loads(result_path.read_text()) if result_path.is_file() else {}
         if "result" in outcome:
             return outcome["result"]

@@ -55,7 +55,8 @@ def make_executor(config: CellConfig, storage: str):
     if executor_kind(config) == "inline":
         from seal_ray.executor import LocalExecutor
 
-        return LocalExecutor("cpu", isolate=config.resources.isolate_stages)
+        # The trial's process runs cell after cell (Tune reuses actors): one stage server for all of them.
+        return LocalExecutor("cpu", isolate=config.resources.isolate_stages, shared_server=True)
     from seal_ray.ray_train import RayTrainExecutor
 
     return RayTrainExecutor.from_config(config.resources, storage_path=str(Storage(storage).local_path("ray_train")))
@@ -502,7 +503,9 @@ def _run_tune(spec, storage: str, folder: Storage, table, pending, placeable: in
     else:
         param_space = {"entry": tune.grid_search(pending)}
         concurrency = max(1, min(max_concurrent or placeable, placeable, len(pending)))
-        tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
+        # Reused actors: a trial's process (torch, transformers and the stage server imported) runs the
+        # next trial too, instead of a new process paying those seconds for every cell x seed.
+        tune_config = tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True)
         count = len(pending)
     run_id = f"tune-{int(time.time())}"
     # Nodes joining while the sweep runs are probed too; one that does not share the storage stops the sweep

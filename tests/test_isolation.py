@@ -16,7 +16,7 @@ def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path
     inline = CellPipeline(tiny_config, StageStore(tmp_path / "a"), LocalExecutor(), log=lambda s: None).run()
     with LocalExecutor(isolate=True) as executor:
         isolated = CellPipeline(tiny_config, StageStore(tmp_path / "b"), executor, log=lines.append).run()
-        server = executor._server
+        server = executor._server.process
         assert server is not None and server.poll() is None  # one warm server forked every stage's process
     assert server.returncode == 0  # stopped when the executor closed
     a = torch.load(inline.stages["selector"].dir / "selector.pt", weights_only=True)
@@ -48,3 +48,19 @@ def test_a_killed_isolated_stage_fails_cleanly_and_resumes(tmp_path, tiny_config
     executor.close()
     assert "[selector] resuming from the checkpoint after epoch 1" in lines
     assert outcome.stages["selector"].meta["resumed_from_epoch"] == 1
+
+
+def test_shared_executors_of_one_process_use_one_stage_server_that_outlives_them():
+    # A sweep's trial process runs cell after cell: one server start for all of them.
+    from seal_ray import executor as executor_module
+
+    first, second = LocalExecutor(isolate=True, shared_server=True), LocalExecutor(isolate=True, shared_server=True)
+    try:
+        server = first._server.get()
+        first.close()
+        assert server.poll() is None and second._server.get() is server
+        own = LocalExecutor(isolate=True)
+        assert own._server is not first._server and own._server.process is None  # started only when used
+    finally:
+        executor_module._PROCESS_SERVER.stop()
+    assert server.returncode == 0
