@@ -22,7 +22,9 @@ from seal_ray.stages.common import MODEL_DIR
 from seal_ray.store import StageStore
 from conftest import TINY  # tests/ is on sys.path (pytest rootdir conftest, no package)
 
-pytestmark = pytest.mark.ray
+# One pytest worker runs the whole module (make test: --dist loadgroup): its Ray session and
+# module fixtures start once.
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray_train")]
 
 # The global batch is 8 for both trained stages (TINY). 2 workers: 4 rows each, one pass. 1 worker:
 # micro-batches of 4, accumulated twice. Same global batch, different reduction order, so the figures
@@ -114,6 +116,7 @@ def test_two_workers_match_one_worker_and_omega_replicas_stay_bit_identical(
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
+@pytest.mark.slow  # 90 s on 2 cores; resuming from a stage checkpoint is also tested inline (test_pipeline)
 def test_a_killed_worker_resumes_from_its_last_checkpoint_with_the_same_result(
         two_workers, ray_session, tmp_path, monkeypatch, config, upstream, ray_storage):
     from seal_ray.ray_train import RayTrainExecutor

@@ -18,7 +18,9 @@ from seal_ray.sweep_spec import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
-pytestmark = pytest.mark.ray
+# One pytest worker runs the whole module (make test: --dist loadgroup): its Ray session and
+# module fixtures start once.
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("sweep")]
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +105,7 @@ def test_sweep_resumes_after_the_driver_is_killed(tmp_path):
     assert finished_before <= {p.name for p in cells.glob("*.json")}
 
 
+@pytest.mark.slow  # two Optuna sweeps, 100 s on 2 cores
 def test_optuna_search_is_reproducible_from_its_seed(tmp_path, ray_session):
     import yaml
 
