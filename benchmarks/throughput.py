@@ -98,7 +98,7 @@ def loop_figures(epochs: int, rounds: int) -> dict[str, float]:
         return build_mini_model(config.model, tokenizer, config.seed, base.MAX_POSITIONS)
 
     # The pipeline's batches, collated beforehand for the minimal loop.
-    batcher, counted = Batcher([model()], encoded, pad, dist.device), LoopStats()
+    batcher, counted = Batcher([model()], encoded, pad, dist.device, pack=config.resources.pack_batches), LoopStats()
     micro = micro_batch_size(size, 1, config.resources.micro_batch_size)
     batches = [(batcher(encoded, m, counted), len(b)) for e in range(epochs)
                for b in global_batches(ids, size, config.seed, e) for m in micro_batches(local_share(b, 0, 1), micro)]
@@ -110,7 +110,8 @@ def loop_figures(epochs: int, rounds: int) -> dict[str, float]:
         start = time.process_time()
         stats = train_sft(model(), encoded, ids, stage="base", epochs=epochs, lr=config.base.lr, batch_size=size,
                           seed=config.seed, pad_id=pad, dist=dist, checkpointer=Checkpointer(None, dist),
-                          micro_batch=config.resources.micro_batch_size, log=lambda line: None)
+                          micro_batch=config.resources.micro_batch_size, pack=config.resources.pack_batches,
+                          log=lambda line: None)
         pipeline_s += time.process_time() - start
     mean_length = stats.tokens / stats.samples
     return {"pipeline_tokens_per_s": rounds * stats.tokens / pipeline_s, "minimal_tokens_per_s": rounds * stats.tokens / minimal_s,
