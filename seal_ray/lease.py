@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Callable, Iterator
 
+from seal_ray.background import repeating
 from seal_ray.storage import Storage
 
 LEASE_S = 600.0  # a lease its holder has not refreshed for this long is taken over
@@ -51,27 +52,24 @@ def lease(storage: Storage, rel: str, on_wait: Callable[[], None] = lambda: None
         return json.dumps({"owner": owner, "time": time.time()})
 
     version = _take(storage, rel, payload, on_wait, log)
-    stop, lost = threading.Event(), threading.Event()
+    lost = threading.Event()
 
-    def refresh() -> None:
+    def refresh() -> bool:
         nonlocal version
-        while not stop.wait(LEASE_S / 4):
-            try:
-                renewed = storage.replace_if(rel, payload(), version)
-            except Exception:  # noqa: BLE001 - a network hiccup: the next tick tries again, the work goes on
-                continue
-            if renewed is None:  # taken over: this process was not refreshing it for LEASE_S
-                lost.set()
-                return
-            version = renewed
+        try:
+            renewed = storage.replace_if(rel, payload(), version)
+        except Exception:  # noqa: BLE001 - a network hiccup: the next tick tries again, the work goes on
+            return True
+        if renewed is None:  # taken over: this process was not refreshing it for LEASE_S
+            lost.set()
+            return False
+        version = renewed
+        return True
 
-    thread = threading.Thread(target=refresh, name=f"lease {rel}", daemon=True)
-    thread.start()
     try:
-        yield
+        with repeating(LEASE_S / 4, refresh, name=f"lease {rel}"):
+            yield
     finally:
-        stop.set()
-        thread.join()
         if lost.is_set():
             log(f"the lease {rel} was taken over while held (not refreshed for {LEASE_S:.0f} s); "
                 "its work may have been done twice, each copy whole")

@@ -23,12 +23,12 @@ import contextlib
 import os
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
+from seal_ray.background import repeating
 from seal_ray.config import flatten
 from seal_ray.curves import cell_curves_rel, parse_points
 from seal_ray.errors import UserError
@@ -264,19 +264,16 @@ def tracking(uri: str | None, folder: Storage, log: Log = print) -> Iterator[Non
     tracker = SweepTracker(uri, folder, log)
     guard = _Guard(tracker, log)
     guard(tracker.connect)
-    stop = threading.Event()
 
-    def poll() -> None:
-        while not guard.off and not stop.wait(POLL_S):
+    def poll() -> bool:
+        if not guard.off:
             guard(tracker.sync)
+        return not guard.off
 
-    thread = threading.Thread(target=poll, name="seal-ray-mlflow", daemon=True)
-    thread.start()
     try:
-        yield
+        with repeating(POLL_S, poll, name="seal-ray-mlflow"):
+            yield
     finally:
-        stop.set()
-        thread.join()
         guard(tracker.sync)
         guard(tracker.finish)
         if not guard.off:
