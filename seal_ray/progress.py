@@ -84,14 +84,45 @@ class SweepProgress(Callback):
         self.log(self.line())
 
 
-def interruption_reason(error: BaseException | str | None) -> str:
-    """Why a trial was lost, from the error Tune got: 'node lost', 'worker died', or 'trial error: <type>'."""
+def interruption_reason(error: BaseException | str | None, node_gone: Callable[[], bool | None] = lambda: None) -> str:
+    """Why a trial was lost, from the error Tune got: 'node lost', 'worker died', or 'trial error: <type>'.
+
+    A trial whose process can no longer be reached (Ray's ActorUnavailableError is what a killed raylet
+    gives) may have lost its node or only its process: `node_gone()` says which (True: the node is dead;
+    None: unknown, counted as the process)."""
     text = str(error or "")
-    if getattr(error, "preempted", False) or "node has died" in text or type(error).__name__ == "NodeDiedError":
+    name = type(error).__name__ if isinstance(error, BaseException) else ""
+    if getattr(error, "preempted", False) or "node has died" in text or name == "NodeDiedError":
         return NODE_LOST
-    if "worker process has died" in text or type(error).__name__ in ("ActorDiedError", "WorkerCrashedError", "RayActorError"):
+    process_lost = name in ("ActorUnavailableError", "ActorDiedError", "WorkerCrashedError", "RayActorError") or any(
+        words in text for words in ("actor is unavailable", "temporarily unavailable", "worker process has died"))
+    # Tune may not have stored the error yet when it calls back (error None): the node's state still tells.
+    if (process_lost or error is None) and node_gone():
+        return NODE_LOST
+    if process_lost:
         return WORKER_DIED
-    return f"trial error: {type(error).__name__}" if isinstance(error, BaseException) else "trial error"
+    return f"trial error: {name}" if name else "trial error"
+
+
+def node_gone(node_id: str | None, wait_s: float = 30.0) -> Callable[[], bool | None]:
+    """For interruption_reason: whether Ray marks `node_id` dead within `wait_s` (a raylet killed a moment
+    ago is still listed as alive until the GCS misses its heartbeats)."""
+
+    def check() -> bool | None:
+        import ray
+
+        if not node_id or not ray.is_initialized():
+            return None
+        deadline = time.time() + wait_s
+        while True:
+            alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+            if not alive.get(node_id, False):
+                return True
+            if time.time() > deadline:
+                return False
+            time.sleep(1.0)
+
+    return check
 
 
 class RecordInterruptions(Callback):
@@ -125,7 +156,8 @@ class RecordInterruptions(Callback):
         except Exception:  # noqa: BLE001 - the reason is a courtesy; the retry must not fail on it
             error = None
         record = read_record(self.folder, entry["cell_id"], entry["seed"]) or {}
-        lost = [*record.get("interruptions", []), {"reason": interruption_reason(error), "time": time.time(),
+        reason = interruption_reason(error, node_gone(record.get("node_id")))
+        lost = [*record.get("interruptions", []), {"reason": reason, "time": time.time(),
                                                    "run": self.run_id, "node_id": record.get("node_id")}]
         write_record(self.folder, entry["cell_id"], entry["seed"], interruptions=lost)
         return entry, [i for i in lost if i.get("run") == self.run_id]

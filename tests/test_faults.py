@@ -53,7 +53,7 @@ def test_a_raising_stage_and_a_nan_loss_fail_their_cells_and_the_sweep_goes_on(t
 
 def test_why_a_trial_was_lost_and_how_a_sweep_ended():
     import pandas as pd
-    from ray.exceptions import ActorDiedError, RayActorError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
     from seal_ray.progress import interruption_reason
 
@@ -61,6 +61,14 @@ def test_why_a_trial_was_lost_and_how_a_sweep_ended():
     assert interruption_reason(RayActorError(error_msg="x", preempted=True)) == "node lost"
     assert interruption_reason(ActorDiedError()) == "worker died"
     assert interruption_reason(OSError("disk")) == "trial error: OSError"
+    # A killed raylet: the trial's actor cannot be reached; the node's state decides (also from the error's text).
+    unreachable = ActorUnavailableError("The actor is temporarily unavailable: RpcError: Socket closed", b"\0" * 16)
+    assert interruption_reason(unreachable, lambda: True) == "node lost"
+    assert interruption_reason(unreachable, lambda: False) == "worker died"
+    assert interruption_reason(unreachable) == "worker died"  # node state unknown
+    assert interruption_reason(str(unreachable), lambda: True) == "node lost"
+    assert interruption_reason(None, lambda: True) == "node lost"  # Tune had not stored the error yet
+    assert interruption_reason(None) == "trial error"
     frame = pd.DataFrame({"status": ["done", "done"]})
     assert sweep_outcome(frame) == "done"
     assert sweep_outcome(frame.assign(status=["done", "failed"])) == "failed"
