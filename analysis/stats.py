@@ -234,7 +234,14 @@ def t_test_power(difference: float, sd: float, n: int, alpha: float = ALPHA) -> 
     critical = stats.t.ppf(1 - alpha / 2, df)
     noncentrality = difference * math.sqrt(n) / sd
     # Both tails as upper tails (nct.cdf far in the left tail returns NaN): P(T < -c | d) = P(T > c | -d).
-    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(critical, df, -noncentrality))
+    return _upper_tail(critical, df, noncentrality) + _upper_tail(critical, df, -noncentrality)
+
+
+def _upper_tail(critical: float, df: int, noncentrality: float) -> float:
+    value = float(stats.nct.sf(critical, df, noncentrality))
+    if math.isnan(value):  # scipy's nct gives up far from the centre, where the tail is all or nothing
+        return 1.0 if noncentrality > critical else 0.0
+    return value
 
 
 def minimum_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:

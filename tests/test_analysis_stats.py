@@ -231,3 +231,16 @@ def test_a_test_carries_the_spread_it_used():
     assert test.sd == pytest.approx(np.std([10.0, 10.5, 9.8], ddof=1))
     floored = clustered_paired_test({s: [1.0, 0.0, 1.0, 0.0] for s in range(3)})
     assert floored.sd == pytest.approx(math.sqrt(np.var([1.0, 0.0, 1.0, 0.0], ddof=1) / 4))
+
+
+def test_detectable_difference_with_many_seeds_and_a_strict_corrected_level_is_finite():
+    # seal-ray plan on the demo: a Bonferroni level over 112 comparisons and a bisection reaching 500 seeds;
+    # scipy's noncentral t returns NaN that far out and the root search crashed. The power still crosses
+    # 80% at one finite difference.
+    alpha = 0.05 / 112
+    detectable = minimum_detectable_difference(2.0, 500, alpha)
+    assert detectable is not None and math.isfinite(detectable) and detectable > 0
+    assert t_test_power(detectable, 2.0, 500, alpha) == pytest.approx(0.8, abs=1e-3)
+    needed = seeds_needed(9.5, 5.0, alpha)  # one of the demo's spreads; its bisection met a NaN
+    assert needed is not None and minimum_detectable_difference(9.5, needed, alpha) <= 5.0 \
+        < minimum_detectable_difference(9.5, needed - 1, alpha)
