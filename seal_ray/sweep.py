@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from seal_ray.background import repeating
 from seal_ray.cluster_probe import StorageWatch, check_storage_token, needs_probe, refuse_unshared_storage, write_storage_token
 from seal_ray.config import CellConfig, cell_from_dict, flatten, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
@@ -244,25 +245,20 @@ def _refuse_if_running(folder: Storage) -> None:
 
 @contextlib.contextmanager
 def _lease(folder: Storage, name: str) -> Iterator[None]:
-    import threading
-
     holder = _lease_holder(folder)
     if holder:
         raise _already_running(name, holder)
     owner = f"pid {os.getpid()} on {os.uname().nodename}"
-    stop = threading.Event()
 
     def refresh() -> None:
-        while not stop.wait(LEASE_S / 4):
-            folder.write_text("run.lease", json.dumps({"owner": owner, "time": time.time()}))
+        folder.write_text("run.lease", json.dumps({"owner": owner, "time": time.time()}))
 
-    folder.write_text("run.lease", json.dumps({"owner": owner, "time": time.time()}))
-    thread = threading.Thread(target=refresh, daemon=True)
-    thread.start()
+    refresh()
     try:
-        yield
+        # Joined on leaving, so no refresh in progress writes the lease again after it is deleted.
+        with repeating(LEASE_S / 4, refresh, name="seal-ray-run-lease"):
+            yield
     finally:
-        stop.set()
         folder.delete("run.lease")
 
 
