@@ -3,40 +3,49 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
 PYTEST := $(PY) -m pytest
 
 .PHONY: install demo test test-all test-gpu calibrate bench clean
 
-$(STAMP): pyproject.toml
+# The demo, calibrate and bench need only the package; the tests add their extras (moto, MLflow,
+# pytest-xdist), which take most of a fresh install's time, so `make demo` does not wait for them.
+$(RUNTIME_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
-	@touch $(STAMP)
+	@touch $@ $(RUNTIME_STAMP)
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(PY) -m seal_ray.demo
 
 # Fast tiers (unit + integration) in two pytest workers: most tests wait on Ray, servers and
 # subprocesses, so two workers finish in about half the time on two cores. A run that collects no
 # test fails (pytest exit 5).
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PYTEST) -m "not slow" -q -n 2 --dist loadgroup
 
 # Everything, the slow tier included.
-test-all: $(STAMP)
+test-all: $(TEST_STAMP)
 	$(PYTEST) -q
 
 # The GPU tier (tests marked gpu): run it on a machine with CUDA; without one every test is skipped.
-test-gpu: $(STAMP)
+test-gpu: $(TEST_STAMP)
 	$(PYTEST) -m gpu -q -rs
 
-calibrate: $(STAMP)
+calibrate: $(RUNTIME_STAMP)
 	$(VENV)/bin/seal-ray calibrate --seeds 8 --first-seed 100 --jobs 2 --markdown docs/calibration.md --quiet
 
-bench: $(STAMP)
+bench: $(RUNTIME_STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
