@@ -271,9 +271,9 @@ class ResourcesConfig:
         True, "inline executor: run each heavy stage in a fresh process, so CPU memory figures compare across cells"
     )
     micro_batch_size: Optional[int] = _f(None, "rows per forward pass; null: global batch / workers (no accumulation)", ge=1)
-    pack_batches: bool = _f(False, "pack several samples per row (little padding, faster); the same samples and losses "
-                            "up to float order, so results are statistically equivalent, not identical: off by default "
-                            "until the mini world is recalibrated with it")
+    pack_batches: bool = _f(True, "selector and fine-tuning stages: pack several samples per row (little padding, "
+                            "about 1.8x faster on D_ft); the same samples and losses up to float order, so results "
+                            "are statistically equivalent to padded batches, not identical. The base stage always pads")
     curve_every: Optional[int] = _f(
         None, "training curves: record a point every N optimiser steps (and at each epoch end); "
         "null: about 100 points per training stage", ge=1, cache=False,

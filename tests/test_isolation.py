@@ -25,7 +25,7 @@ def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path
     assert any(line.startswith("[selector] epoch 2/2") for line in lines)  # printed by the child process
     assert isolated.metrics["mem/selector_peak_mb"] > 0
     measure = isolated.stages["selector"].meta["measure"]
-    # padded batches by default (resources.pack_batches: false): some padding, never all of it
+    # packed batches by default (resources.pack_batches): little padding, never all of it
     assert 0 < measure["loop_seconds"] < measure["seconds"] and 0 < measure["padding_share"] < 1
 
 

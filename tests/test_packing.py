@@ -92,3 +92,16 @@ def test_packed_training_follows_padded_training_up_to_float_order(monkeypatch):
     assert packed.computed_tokens < padded.computed_tokens
     assert all(abs(a - b) < 1e-5 for a, b in zip(packed.epoch_losses, padded.epoch_losses))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(w_packed, w_padded))
+
+
+def test_the_base_stage_pads_and_the_other_training_stages_pack_by_default(tmp_path, tiny_config):
+    """The base model is the world's one pretrained model (its draw is what the world is calibrated on):
+    it trains on padded batches whatever resources.pack_batches says; selector and fine-tuning pack."""
+    from seal_ray.executor import LocalExecutor
+    from seal_ray.pipeline import CellPipeline
+    from seal_ray.store import StageStore
+
+    assert tiny_config.resources.pack_batches  # the default
+    outcome = CellPipeline(tiny_config, StageStore(tmp_path), LocalExecutor(), log=lambda s: None).run()
+    padding = {name: outcome.stages[name].meta["measure"]["padding_share"] for name in ("base", "selector", "finetune")}
+    assert padding["base"] > 0.2 and padding["selector"] < 0.15 and padding["finetune"] < 0.15, padding
