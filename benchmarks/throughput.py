@@ -5,9 +5,10 @@ this process tree is what the work itself costs, whatever else runs):
 
 1. The machine's limit: FLOP/s of a large fp32 matmul on one thread, and the default mini model's
    training FLOPs per (non-padding) token; the pipeline loop's achieved share of that peak.
-2. The pipeline's training loop (train_loop.train_sft on the base stage's data, default model and
-   batches) against a minimal forward-backward-step loop over the very same batches, collated
-   beforehand: `loop_vs_minimal_ratio`. The share of padding tokens in those batches: `padding_share`.
+2. The pipeline's training loop (train_loop.train_sft on D_ft, the data of the selector and fine-tuning
+   stages, in their default batches: packed; the base stage pads, once per study) against a minimal
+   forward-backward-step loop over the very same batches, collated beforehand:
+   `loop_vs_minimal_ratio`. The share of padding tokens in those batches: `padding_share`.
 3. A whole cell (seal + its Standard SFT reference, cold cache, `seal-ray run`) of this code and of
    commit 9d928f2 (checked out into a git worktree and imported from there), on the same cell config
    (9d928f2's defaults): non-padding training tokens (base, selector, both fine-tunes) per core-second
@@ -91,8 +92,8 @@ def loop_figures(epochs: int, rounds: int) -> dict[str, float]:
     tokenizer, dist = CharTokenizer(), LocalDist("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         data.run(config, Path(tmp))
-        encoded = encode(load_world(tmp)["base"], tokenizer, config)
-    ids, size, pad = sorted(encoded), config.base.batch_size, tokenizer.pad_token_id
+        encoded = encode(load_world(tmp)["ft"], tokenizer, config)
+    ids, size, pad = sorted(encoded), config.finetune.batch_size, tokenizer.pad_token_id
 
     def model():
         return build_mini_model(config.model, tokenizer, config.seed, base.MAX_POSITIONS)
@@ -105,10 +106,10 @@ def loop_figures(epochs: int, rounds: int) -> dict[str, float]:
     pipeline_s = minimal_s = 0.0
     for _ in range(rounds):  # alternated, so both see the same machine
         start = time.process_time()
-        minimal_loop(model(), batches, config.base.lr)
+        minimal_loop(model(), batches, config.finetune.lr)
         minimal_s += time.process_time() - start
         start = time.process_time()
-        stats = train_sft(model(), encoded, ids, stage="base", epochs=epochs, lr=config.base.lr, batch_size=size,
+        stats = train_sft(model(), encoded, ids, stage="finetune", epochs=epochs, lr=config.finetune.lr, batch_size=size,
                           seed=config.seed, pad_id=pad, dist=dist, checkpointer=Checkpointer(None, dist),
                           micro_batch=config.resources.micro_batch_size, pack=config.resources.pack_batches,
                           log=lambda line: None)
@@ -179,7 +180,7 @@ def print_cell(cells: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=1, help="epochs of the base data per loop measurement")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of D_ft per loop measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the minimal and the pipeline loop")
     parser.add_argument("--no-cell", action="store_true", help="skip the whole-cell comparison with 9d928f2")
     parser.add_argument("--no-loop", action="store_true", help="skip the loop measurements (only the cells)")
@@ -200,7 +201,7 @@ def measure_loop(epochs: int, rounds: int) -> None:
     print(f"1-thread fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (1024^3, best of 5, CPU time)")
     print(f"default mini model: {loop['flops_per_token'] / 1e3:.0f} kFLOP per trained token (fwd+bwd, mean sample "
           f"{loop['mean_length']:.1f} tokens); batches packed: {loop['packed']}")
-    print(f"base-data training, {epochs} epochs x {rounds} rounds, tokens per CPU second: pipeline loop "
+    print(f"D_ft training (fine-tuning batches), {epochs} epochs x {rounds} rounds, tokens per CPU second: pipeline loop "
           f"{loop['pipeline_tokens_per_s']:.0f}, minimal loop {loop['minimal_tokens_per_s']:.0f}")
     print(f"pipeline loop: {achieved / 1e9:.1f} GFLOP/s on non-padding tokens = {achieved / peak:.3f} of the matmul peak")
     result("loop_vs_minimal_ratio", loop["pipeline_tokens_per_s"] / loop["minimal_tokens_per_s"])
