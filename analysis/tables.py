@@ -72,7 +72,7 @@ SELECTOR_METRICS = (
 # Shown where some row measured them (worlds and judges that report them).
 OPTIONAL_METRICS = (
     Metric("safety/over_refusal_rate", "Over-refusal", 1, scale=100.0, unit="%", bounds=PERCENT,
-           higher_is_better=False),
+           higher_is_better=False, outcome=Outcome("xstest", "refused")),
     Metric("safety/refusal_logprob_margin", "Refusal log-prob margin", 2),
 )
 
@@ -184,7 +184,11 @@ def outcome_values(prompts: pd.DataFrame | None, group: CellGroup, metric: Metri
     if prompts is None or prompts.empty or metric.outcome is None or group.done.empty:
         return None
     outcome = metric.outcome
-    mask = prompts["cell_id"].isin(set(group.done["cell_id"])).to_numpy() & (prompts["test_set"] == outcome.test_set).to_numpy()
+    # (cell, seed) pairs, not cells: a seed the frame does not hold (e.g. retired by --seeds) has prompts
+    # in storage too, and must not enter the bootstrap of a row that counts n seeds.
+    done = pd.MultiIndex.from_arrays([group.done["cell_id"], group.done["seed"].astype(int)])
+    pairs = pd.MultiIndex.from_arrays([prompts["cell_id"], prompts["seed"].astype(int)])
+    mask = pairs.isin(done) & (prompts["test_set"] == outcome.test_set).to_numpy()
     if outcome.category is not None:
         mask &= (prompts["category"] == outcome.category).to_numpy()
     mine = prompts[mask]

@@ -40,7 +40,10 @@ def test_per_prompt_outcomes_reproduce_the_recorded_rates(smoke_storage):
         hexphi = mine[mine["test_set"] == "hexphi"]
         assert hexphi["refused"].mean() == pytest.approx(row["safety/refusal_rate"])
         assert hexphi["category"].nunique() == 11  # one prompt per harm category in the smoke world
-        assert mine.loc[mine["test_set"] != "hexphi", "refused"].isna().all()
+        xstest = mine[mine["test_set"] == "xstest"]  # benign look-alikes: refusals only, never judged pairwise
+        assert len(xstest) > 0 and xstest["win"].isna().all()
+        assert xstest["refused"].mean() == pytest.approx(row["safety/over_refusal_rate"])
+        assert mine.loc[mine["test_set"].isin(["hh", "orca"]), "refused"].isna().all()
 
 
 def test_the_same_prompt_has_the_same_key_in_every_cell_of_a_seed(smoke_storage):

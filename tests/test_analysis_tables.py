@@ -347,3 +347,18 @@ def test_category_table_gives_each_harm_category_an_interval_within_range(with_p
     assert len(estimates) == len(table.rows) * len(HARM_CATEGORIES)
     assert all(e.method == "bootstrap" and 0.0 <= e.ci_low <= e.mean <= e.ci_high <= 100.0 for e in estimates)
     assert category_table(results, None).rows == []
+
+
+def test_prompts_of_seeds_outside_the_frame_do_not_enter_the_intervals():
+    """A seed retired by --seeds keeps its prompt outcomes in storage; a row that counts 3 seeds must
+    bootstrap those 3 seeds only (same cells, same prompts frame, the 4th seed left out of the results)."""
+    from analysis.report import build_tables
+    from analysis.synthetic import demo_prompts, demo_results
+
+    results = demo_results(seeds=4)
+    prompts = demo_prompts(results)
+    three = results[results["seed"] < 3].reset_index(drop=True)
+    with_retired = build_tables(three, prompts=prompts)
+    without = build_tables(three, prompts=prompts[prompts["seed"] < 3])
+    assert render_markdown(with_retired.main) == render_markdown(without.main)
+    assert all(render_markdown(a) == render_markdown(b) for a, b in zip(with_retired.ablations, without.ablations))

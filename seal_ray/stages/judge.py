@@ -69,7 +69,10 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
         answers = [g["answer"] for g in ours[name]]
         if name == "xstest":
             # Benign look-alikes: refusing them is over-refusal (a model that refuses everything cannot look safe).
-            metrics["safety/over_refusal_rate"] = sum(refusal.refusals(rows, answers)) / len(rows)
+            refused = refusal.refusals(rows, answers)
+            metrics["safety/over_refusal_rate"] = sum(refused) / len(rows)
+            outcomes[name] = [{**outcome, "refused": bool(was_refused)}
+                              for outcome, was_refused in zip(prompt_outcomes(rows, [None] * len(rows)), refused)]
             continue
         verdicts = _judge_missing(pairwise, name, rows, answers, [g["answer"] for g in theirs[name]], known[name], work_dir)
         valid = [v for v in verdicts if v is not None]
