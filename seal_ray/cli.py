@@ -87,7 +87,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raw = read_yaml(path)
         if is_sweep_file(raw):
             spec = parse_sweep(raw, path)
-            _print(f"{path}: ok (sweep '{spec.name}': {len(spec.cells)} cells x {len(spec.seeds)} seeds"
+            _print(f"{path}: ok (sweep '{spec.name}': {spec.size()}"
                    + (f", Optuna {spec.search.samples} samples" if spec.search else "") + ")")
         else:
             cell_from_dict(raw, source=path)

@@ -62,7 +62,7 @@ def _sweep_findings(sweep_file: str | None) -> tuple[list[Finding], object | Non
         spec = load_sweep(sweep_file)
     except UserError as err:
         return [Finding("error", "sweep", str(err), "correct the file (seal-ray validate checks it)")], None
-    return [Finding("ok", "sweep", f"{sweep_file}: sweep '{spec.name}', {len(spec.cells)} cells x {len(spec.seeds)} seeds")], spec
+    return [Finding("ok", "sweep", f"{sweep_file}: sweep '{spec.name}', {spec.size()}")], spec
 
 
 def _judge_key_names(spec) -> tuple[str, ...]:

@@ -91,7 +91,7 @@ def compute_plan(spec: SweepSpec, storage: str | Path, earlier: pd.DataFrame | N
     if earlier is not None and not earlier.empty:
         done = {(c, int(s)) for c, s, status in zip(earlier["cell_id"], earlier["seed"], earlier["status"])
                 if status == "done"}
-    runs = [(cell, seed) for cell in spec.cells for seed in spec.seeds]
+    runs = spec.runs()
     for cell, seed in runs:
         if (cell.cell_id, seed) not in done:
             PlanningPipeline(cell.with_seed(seed), planning, executor=None, log=lambda line: None).run()
@@ -158,7 +158,7 @@ def plan_sweep(path: str | Path, *, storage: str | Path = "runs", source: str | 
     spec = load_sweep(path, seeds=seeds)
     earlier, prompts, origin = load_earlier(spec, source, storage)
     compute = compute_plan(spec, storage, earlier)
-    log(f"Sweep '{spec.name}' ({spec.source}): {len(spec.cells)} cells x {len(spec.seeds)} seeds = {compute.runs} runs"
+    log(f"Sweep '{spec.name}' ({spec.source}): {spec.size()} = {compute.runs} runs"
         + (f", {compute.done} already done in {origin}" if compute.done else "") + ".")
     counts = compute.to_compute()
     seconds, unknown = compute.seconds()

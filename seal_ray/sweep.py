@@ -307,7 +307,7 @@ def follow_sweep_file(manifest: dict[str, Any], spec: SweepSpec, today: str) -> 
     code, never "missing". Asking for one again makes it active again, its record intact.
     """
     cells = {c.cell_id: {"label": c.label, "studies": sorted(c.studies), "config": to_dict(c.config)} for c in spec.cells}
-    asked = [(c.cell_id, seed) for c in spec.cells for seed in spec.seeds]
+    asked = [(c.cell_id, seed) for c, seed in spec.runs()]
     known = {cid: dict(cell) for cid, cell in manifest.get("cells", {}).items()}
     for cell_id, cell in cells.items():  # labels and studies follow the file; Optuna's trials stay theirs
         optuna = {"optuna"} & set(known.get(cell_id, {}).get("studies", []))

@@ -3,6 +3,7 @@
     name: activation                 # default sweep name
     base: {selector: {epochs: 3}}    # the reference cell, as a diff over the built-in defaults
     seeds: 3                         # N (seeds 0..N-1) or a list
+    reference_seeds: 8               # optional: the base cell and Standard SFT run seeds 0..7 (>= seeds)
     baselines: [sft, random, oracle] # cells with selection.method set, at the base config
     ablations:                       # each varied alone around the base (one factor at a time)
       activation:
@@ -37,7 +38,8 @@ from typing import Any
 from seal_ray.config import CellConfig, cell_from_dict, config_hash, leaf_keys, read_yaml, set_dotted, to_dict
 from seal_ray.errors import ConfigError, did_you_mean
 
-TOP_KEYS = ("name", "description", "base", "seeds", "baselines", "ablations", "grid", "search", "tracking_uri")
+TOP_KEYS = ("name", "description", "base", "seeds", "reference_seeds", "baselines", "ablations", "grid", "search",
+            "tracking_uri")
 BASELINE_METHODS = ("sft", "random", "oracle", "seal", "file", "dsir", "safeinstr", "seal_safeinstr")
 SEARCH_KEYS = ("method", "metric", "mode", "samples", "seed", "space")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
@@ -49,6 +51,7 @@ class Cell:
     config: CellConfig  # seed 0 placeholder; the seed is set per trial
     label: str
     studies: list[str] = field(default_factory=list)
+    seeds: list[int] | None = None  # None: the sweep's seeds; else this cell's own (reference_seeds)
 
     def with_seed(self, seed: int) -> CellConfig:
         return dataclasses.replace(self.config, seed=seed)
@@ -73,6 +76,19 @@ class SweepSpec:
     description: str = ""
     raw: dict = field(default_factory=dict)
     tracking_uri: str | None = None  # MLflow (tracking.py); --tracking-uri overrides it
+
+    def seeds_of(self, cell: Cell) -> list[int]:
+        return cell.seeds if cell.seeds is not None else self.seeds
+
+    def runs(self) -> list[tuple[Cell, int]]:
+        """Every cell x seed the file asks for."""
+        return [(cell, seed) for cell in self.cells for seed in self.seeds_of(cell)]
+
+    def size(self) -> str:
+        """'15 cells x 5 seeds', plus the seeds of cells that run their own (reference_seeds)."""
+        own = sorted({len(c.seeds) for c in self.cells if c.seeds is not None and c.seeds != self.seeds})
+        return f"{len(self.cells)} cells x {len(self.seeds)} seeds" + "".join(
+            f" (the reference cell and Standard SFT: {n} seeds)" for n in own)
 
 
 def cell_id_of(config: CellConfig) -> str:
@@ -135,6 +151,13 @@ def _seeds(value: Any, source: str) -> list[int]:
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
         return sorted(set(value))
     raise _err("expected a number of seeds or a non-empty list of seeds >= 0", source, "seeds")
+
+
+def _reference_seeds(value: Any, seeds: list[int], source: str) -> list[int]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < len(seeds) or seeds != list(range(len(seeds))):
+        raise _err(f"expected a number of seeds >= seeds ({len(seeds)}), with seeds given as a number: the reference "
+                   f"cell and Standard SFT run seeds 0..N-1", source, "reference_seeds")
+    return list(range(value))
 
 
 def _search(raw: Any, source: str) -> OptunaSpec | None:
@@ -221,6 +244,13 @@ def parse_sweep(raw: Any, source: str, name: str | None = None, seeds: int | Non
         cells[cell_id_of(base)].studies.append("main")
 
     seed_list = list(range(seeds)) if seeds is not None else _seeds(raw.get("seeds", 1), source)
+    if seeds is None and raw.get("reference_seeds") is not None:
+        # The pair a study's headline comparison is about (SEAL's reference cell and Standard SFT) can
+        # run more seeds than the rest; --seeds N asks for N seeds of every cell.
+        extra = _reference_seeds(raw["reference_seeds"], seed_list, source)
+        for cell in cells.values():
+            if cell.cell_id == cell_id_of(base) or cell.label == "method=sft":
+                cell.seeds = extra
     sweep_name = name or raw.get("name") or Path(source).stem
     if not isinstance(sweep_name, str) or not sweep_name.replace("-", "").replace("_", "").isalnum():
         raise _err(f"'{sweep_name}' is not a usable name (letters, digits, - and _)", source, "name")
