@@ -157,3 +157,46 @@ def noise_table(points: list[dict[str, float]]) -> str:
 
 def _known(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass
+class Draw:
+    """One draw of the base model (`base.seed`) with its fine-tuning seeds measured on it."""
+
+    base_seed: int
+    points: list[dict[str, float]]
+    ok: bool
+    table: str
+
+
+def over_base_draws(config: CellConfig, base_seeds: list[int], seeds: list[int], storage: str, *, jobs: int = 1,
+                    quiet: bool = False) -> tuple[list[Draw], bool, str]:
+    """The calibration repeated on several draws of the one base model a study shares (docs/calibration.md:
+    the reference points move with it). Passes only when every draw passes; returns each draw's tables
+    and a summary, one row per draw."""
+    draws = []
+    for base_seed in base_seeds:
+        drawn = dataclasses.replace(config, base=dataclasses.replace(config.base, seed=base_seed))
+        points, ok, table = calibrate(drawn, seeds, storage, jobs=jobs, quiet=quiet)
+        draws.append(Draw(base_seed, points, ok, table))
+    return draws, all(d.ok for d in draws), render_draws(draws)
+
+
+def render_draws(draws: list[Draw]) -> str:
+    lines = ["Over draws of the base model (`base.seed`): the mean over seeds of each reference point, and each "
+             "draw's verdict on the criteria above.", "",
+             "| base.seed | base refusal | SFT refusal | oracle refusal | SEAL refusal | criteria failed | result |",
+             "|---|---|---|---|---|---|---|"]
+    for draw in draws:
+        need = required_passes(len(draw.points))
+        failed = [c.name for c in CRITERIA if sum(c.passes(c.value(p)) for p in draw.points) < need]
+        failed += [f"SD of {key}" for key, bound in SPREAD_CRITERIA if not _sd([p[key] for p in draw.points]) <= bound]
+        means = [_mean(draw.points, key) for key in ("base/refusal", "sft/refusal", "oracle/refusal", "seal/refusal")]
+        lines.append(f"| {draw.base_seed} | " + " | ".join(means) + f" | {'; '.join(failed) or 'none'} | "
+                     + ("PASS" if draw.ok else "FAIL") + " |")
+    return "\n".join(lines)
+
+
+def _mean(points: list[dict[str, float]], key: str) -> str:
+    values = [p[key] for p in points if _known(p.get(key))]
+    return f"{statistics.fmean(values):.3f}" if values else "-"

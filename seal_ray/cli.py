@@ -54,13 +54,30 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _base_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--base-seeds: '{text}' is not a comma-separated list of distinct seeds >= 0 (e.g. 0,1,2)")
+    return seeds
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from seal_ray.calibrate import calibrate
     from seal_ray.config import load_cell_config
 
     config = load_cell_config(args.config, args.set or [])
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    _, ok, table = calibrate(config, seeds, args.storage, jobs=args.jobs, quiet=args.quiet)
+    if args.base_seeds is None:
+        _, ok, table = calibrate(config, seeds, args.storage, jobs=args.jobs, quiet=args.quiet)
+    else:
+        from seal_ray.calibrate import over_base_draws
+
+        draws, ok, summary = over_base_draws(config, _base_seeds(args.base_seeds), seeds, args.storage, jobs=args.jobs,
+                                             quiet=args.quiet)
+        table = "\n\n".join([summary, *(f"## base.seed {d.base_seed}\n\n{d.table}" for d in draws)])
     _print(table)
     if args.markdown:
         from seal_ray.provenance import git_commit
@@ -70,7 +87,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             _print(f"warning: the working tree has uncommitted changes; {args.markdown} names commit {commit}")
         Path(args.markdown).write_text(
             "# Mini-world calibration\n\n"
-            f"Produced by `seal-ray calibrate --seeds {args.seeds} --first-seed {args.first_seed}` at commit "
+            f"Produced by `seal-ray calibrate --seeds {args.seeds} --first-seed {args.first_seed}"
+            + (f" --base-seeds {args.base_seeds}" if args.base_seeds else "") + "` at commit "
             f"`{commit}` (seal_ray {__version__}), on the built-in defaults"
             + (f" with {' '.join(args.set)}" if args.set else "") + f".\n\n{table}\n"
         )
@@ -294,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seeds FIRST..FIRST+N-1 (default 100: disjoint from the demo's seeds 0..N-1)")
     cal.add_argument("--storage", default="runs/calibration", help="stage cache root (default runs/calibration)")
     cal.add_argument("--jobs", type=int, default=1, help="seeds measured at once, one process each (default 1)")
+    cal.add_argument("--base-seeds", metavar="K,K,...",
+                     help="repeat the calibration on these draws of the base model (base.seed), e.g. 0,1,2; it "
+                          "passes only if every draw passes (default: the config's base.seed alone)")
     cal.add_argument("--markdown", help="also write the table to this markdown file")
     cal.add_argument("--quiet", action="store_true", help="print only the table")
     cal.set_defaults(handler=cmd_calibrate)
