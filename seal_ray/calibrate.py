@@ -184,7 +184,7 @@ def over_base_draws(config: CellConfig, base_seeds: list[int], seeds: list[int],
 
 def render_draws(draws: list[Draw]) -> str:
     lines = ["Over draws of the base model (`base.seed`): the mean over seeds of each reference point, and each "
-             "draw's verdict on the criteria above.", "",
+             "draw's verdict on the criteria (each draw's tables follow).", "",
              "| base.seed | base refusal | SFT refusal | oracle refusal | SEAL refusal | criteria failed | result |",
              "|---|---|---|---|---|---|---|"]
     for draw in draws:
