@@ -9,6 +9,7 @@ time, set-up included.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ import torch
 
 from seal_ray.checkpoints import Checkpointer
 from seal_ray.distributed import LocalDist
+from seal_ray.kernels import kernel_env
 from seal_ray.measure import StageMeter
 from seal_ray.storage import Storage
 from seal_ray.store import MARKER
@@ -70,7 +72,8 @@ class _StageServer:
     def get(self) -> subprocess.Popen:
         if self.process is None or self.process.poll() is not None:
             self.process = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                            env={**os.environ, **kernel_env()})
         return self.process
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ from seal_ray.cluster_probe import StorageWatch, check_storage_token, needs_prob
 from seal_ray.config import CellConfig, cell_from_dict, flatten, to_dict
 from seal_ray.errors import ConfigError, StageFailed, UserError
 from seal_ray.curves import copy_cell_curves
+from seal_ray.kernels import kernel_env
 from seal_ray.pipeline import CellPipeline
 from seal_ray.preflight import check_cell_inputs
 from seal_ray.provenance import launch_env
@@ -386,6 +387,7 @@ class _RayCluster:
         if not ray.is_initialized():
             env = {k: v for k, v in os.environ.items() if k.startswith(("SEAL_RAY_", "AWS_"))}
             env.update(launch_env())  # the commit reaches trials that run from a copy without .git
+            env.update(kernel_env())  # every node's trials train the same draw (kernels.py)
             ray.init(address=self.address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
                      include_dashboard=False if self.address is None else None)
             self.started = True
