@@ -146,7 +146,8 @@ class LocalExecutor:
             request = {
                 "worker": worker_reference(worker_fn), "spec": spec, "device": self.device,
                 "checkpoint_dir": str(work_dir / "checkpoints"), "result_path": str(result_path),
-                "env": dict(os.environ), "cwd": os.getcwd(),  # what a freshly started process would get
+                # what a freshly started process would get, with the pinned CPU kernels (kernels.py)
+                "env": {**os.environ, **kernel_env()}, "cwd": os.getcwd(),
             }
             server = self._server.get()
             code = None

@@ -4,7 +4,8 @@ torch, MKL and oneDNN give different float results on AVX2 and on AVX-512, and 2
 training turn that difference into another draw of the world's one base model (docs/calibration.md).
 The world is calibrated on the AVX2 draw. These variables hold every x86 CPU to it, and training runs
 at the same speed on this development machine. A process must have them before it imports torch, so
-they go into the environment of the stage server, of the sweep's Ray workers and of Ray Train workers.
+they go into the environment of the stage server and of its stage processes, and into the sweep's Ray
+job (`ray.init`'s runtime_env), whose workers, Ray Train's included, start with them.
 A variable that is already set is kept: `ATEN_CPU_CAPABILITY=default MKL_CBWR=AUTO
 ONEDNN_MAX_CPU_ISA=ALL` asks for the machine's native kernels. Stages run in the caller's own process
 (`resources.isolate_stages: false`) use the kernels that process already has.

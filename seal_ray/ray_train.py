@@ -37,7 +37,6 @@ from typing import Any, Callable
 
 from seal_ray.errors import StageFailed
 from seal_ray.executor import WorkerFn, run_on_worker
-from seal_ray.kernels import kernel_env
 
 WORKER_LOG = "worker.log"
 FORWARDED_ENV_PREFIX = "SEAL_RAY_"
@@ -90,7 +89,6 @@ class RayTrainExecutor:
         name = self.run_name(stage, work_dir)
         self.storage_path.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
-        env.update(kernel_env())  # the same float kernels on every worker (kernels.py)
         trainer = TorchTrainer(
             train_loop_per_worker=train_fn_per_worker,  # [4] the same loop code as the single-process path
             train_loop_config={"worker_fn": worker_fn, "spec": spec, "work_dir": str(work_dir)},

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from seal_ray.executor import _StageServer
 from seal_ray.kernels import PINNED, kernel_env
 
 x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86 CPUs")
@@ -20,19 +19,39 @@ def test_the_pins_apply_unless_a_variable_is_already_set(monkeypatch):
     assert kernel_env()["ATEN_CPU_CAPABILITY"] == "default" and kernel_env()["MKL_CBWR"] == "AVX2"
 
 
-@x86
-def test_the_stage_server_imports_torch_with_avx2_kernels(monkeypatch):
-    for name in PINNED:
-        monkeypatch.delenv(name, raising=False)
-    server = _StageServer()
-    process = server.get()
-    try:
-        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
-        assert b"ATEN_CPU_CAPABILITY=avx2" in environ and b"MKL_CBWR=AVX2" in environ
-    finally:
-        server.stop()
-
-
 def test_no_pins_off_x86(monkeypatch):
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert kernel_env() == {}
+
+
+def _base_loss(tmp_path, name: str) -> float:
+    import json
+
+    from conftest import TINY
+    from seal_ray.config import load_cell_config
+    from seal_ray.executor import LocalExecutor
+    from seal_ray.pipeline import CellPipeline
+    from seal_ray.store import StageStore
+
+    config = load_cell_config(None, [o for o in TINY if "isolate_stages" not in o]
+                              + ["base.epochs=3", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=4"])
+    with LocalExecutor(isolate=True) as executor:
+        outcome = CellPipeline(config, StageStore(tmp_path / name), executor, log=lambda s: None)
+        outcome.base_generations()
+    (marker,) = (tmp_path / name / "stages" / "base").glob("*/_COMPLETE.json")
+    return json.loads(marker.read_text())["final_loss"]
+
+
+@x86
+def test_an_isolated_stage_trains_with_the_pinned_kernels_whatever_its_caller_has(tmp_path, monkeypatch):
+    """The stage's process gets the caller's environment; the pins must be in it (they were not, once)."""
+    for name in PINNED:
+        monkeypatch.delenv(name, raising=False)
+    unset = _base_loss(tmp_path, "unset")
+    for name, value in PINNED.items():
+        monkeypatch.setenv(name, value)
+    assert _base_loss(tmp_path, "pinned") == unset
+    if "avx512f" in Path("/proc/cpuinfo").read_text():  # native kernels differ from AVX2 only there
+        for name, value in {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}.items():
+            monkeypatch.setenv(name, value)
+        assert _base_loss(tmp_path, "native") != unset
