@@ -11,7 +11,10 @@ from seal_ray.pipeline import CellPipeline
 from seal_ray.store import StageStore
 
 
-def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path, tiny_config):
+def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path, tiny_config, monkeypatch):
+    # The inline run uses this process's (native) kernels; the isolated one must too (kernels.py).
+    for name, value in {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}.items():
+        monkeypatch.setenv(name, value)
     lines = []
     inline = CellPipeline(tiny_config, StageStore(tmp_path / "a"), LocalExecutor(), log=lambda s: None).run()
     with LocalExecutor(isolate=True) as executor:
