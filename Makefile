@@ -11,16 +11,18 @@ PYTEST := $(PY) -m pytest
 
 # The demo, calibrate and bench need only the package; the tests add their extras (moto, MLflow,
 # pytest-xdist), which take most of a fresh install's time, so `make demo` does not wait for them.
-$(RUNTIME_STAMP): pyproject.toml
+define install_into_venv
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e "$(1)"
+endef
+
+$(RUNTIME_STAMP): pyproject.toml
+	$(call install_into_venv,.)
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(call install_into_venv,.[test])
 	@touch $@ $(RUNTIME_STAMP)
 
 install: $(TEST_STAMP)

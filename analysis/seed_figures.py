@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.ablations import METHOD
-from analysis.stats import CONFIDENCE, MIN_SEEDS
+from analysis.stats import CONFIDENCE, MIN_SEEDS, mean_ci
 
 REFUSAL = "safety/refusal_rate"
 WIN_RATES = (("hh", "HH"), ("orca", "SlimOrca"), ("hexphi", "HEx-PHI"))
@@ -39,12 +38,10 @@ class SeedFigure:
         return None if self.half_width is None else self.half_width <= self.target
 
 
-def half_width(values: np.ndarray, confidence: float = CONFIDENCE) -> float | None:
-    """Student-t half-width of the mean (n-1 degrees of freedom); None below MIN_SEEDS values."""
-    n = len(values)
-    if n < MIN_SEEDS:
-        return None
-    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+def half_width(values: np.ndarray) -> float | None:
+    """Half-width of stats.mean_ci's Student-t interval (unbounded); None below MIN_SEEDS values."""
+    estimate = mean_ci(values)
+    return None if estimate is None or estimate.ci_low is None else (estimate.ci_high - estimate.ci_low) / 2
 
 
 def _per_seed(frame: pd.DataFrame, method: str, label: str, column: str) -> pd.Series:

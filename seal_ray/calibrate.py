@@ -113,28 +113,37 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
+def judge(points: list[dict[str, float]]) -> tuple[list[tuple[Criterion, list[float], int, bool]],
+                                                   list[tuple[str, float, float, bool]]]:
+    """Each criterion's per-seed values, seeds passing and verdict; each spread bound's SD and verdict."""
+    need = required_passes(len(points))
+    criteria = []
+    for criterion in CRITERIA:
+        values = [criterion.value(p) for p in points]
+        passing = sum(criterion.passes(v) for v in values)
+        criteria.append((criterion, values, passing, passing >= need))
+    spreads = []
+    for key, bound in SPREAD_CRITERIA:
+        sd = _sd([p[key] for p in points])
+        spreads.append((key, bound, sd, sd <= bound))
+    return criteria, spreads
+
+
 def render(points: list[dict[str, float]], seeds: list[int]) -> tuple[bool, str]:
     """(every criterion passes, the markdown tables)."""
     need = required_passes(len(seeds))
     header = "| criterion | target | " + " | ".join(f"seed {s}" for s in seeds) + " | seeds passing | result |"
     lines = [f"Each criterion must hold in at least {need} of the {len(seeds)} seeds.", "", header,
              "|" + "---|" * (len(seeds) + 4)]
-    all_ok = True
-    for criterion in CRITERIA:
-        values = [criterion.value(p) for p in points]
-        passing = sum(criterion.passes(v) for v in values)
-        ok = passing >= need
-        all_ok &= ok
+    criteria, spreads = judge(points)
+    for criterion, values, passing, ok in criteria:
         cells = " | ".join(f"{v:.3f}" + ("" if criterion.passes(v) else " (x)") for v in values)
         lines.append(f"| {criterion.name} | {criterion.target} | {cells} | {passing}/{len(values)} | {'PASS' if ok else 'FAIL'} |")
     lines += ["", "| spread over seeds | target | SD | result |", "|---|---|---|---|"]
-    for key, bound in SPREAD_CRITERIA:
-        sd = _sd([p[key] for p in points])
-        ok = sd <= bound
-        all_ok &= ok
+    for key, bound, sd, ok in spreads:
         lines.append(f"| SD of {key} | <= {bound:.2f} | {sd:.3f} | {'PASS' if ok else 'FAIL'} |")
     lines += ["", noise_table(points)]
-    return all_ok, "\n".join(lines)
+    return all(ok for *_, ok in criteria + spreads), "\n".join(lines)
 
 
 def noise_table(points: list[dict[str, float]]) -> str:
@@ -188,9 +197,8 @@ def render_draws(draws: list[Draw]) -> str:
              "| base.seed | base refusal | SFT refusal | oracle refusal | SEAL refusal | criteria failed | result |",
              "|---|---|---|---|---|---|---|"]
     for draw in draws:
-        need = required_passes(len(draw.points))
-        failed = [c.name for c in CRITERIA if sum(c.passes(c.value(p)) for p in draw.points) < need]
-        failed += [f"SD of {key}" for key, bound in SPREAD_CRITERIA if not _sd([p[key] for p in draw.points]) <= bound]
+        criteria, spreads = judge(draw.points)
+        failed = [c.name for c, *_, ok in criteria if not ok] + [f"SD of {key}" for key, *_, ok in spreads if not ok]
         means = [_mean(draw.points, key) for key in ("base/refusal", "sft/refusal", "oracle/refusal", "seal/refusal")]
         lines.append(f"| {draw.base_seed} | " + " | ".join(means) + f" | {'; '.join(failed) or 'none'} | "
                      + ("PASS" if draw.ok else "FAIL") + " |")

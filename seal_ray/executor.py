@@ -73,7 +73,7 @@ class _StageServer:
         if self.process is None or self.process.poll() is not None:
             self.process = subprocess.Popen([sys.executable, "-m", "seal_ray.isolated"], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                            env={**os.environ, **kernel_env()})
+                                            env={**os.environ, **kernel_env()})  # MKL may initialise at import
         return self.process
 
     def stop(self) -> None:

@@ -143,8 +143,8 @@ def load_prompts(path: str | Path, storage: str | Path = "runs") -> pd.DataFrame
     """One row per done cell x seed x judged prompt (PROMPT_COLUMNS), read from each cell's judge stage.
 
     win is 1 / 0.5 / 0 against the same seed's Standard SFT (NaN: no verdict, and on xstest, which is not
-    judged pairwise); refused is 1 / 0 on the hexphi and xstest sets, NaN elsewhere. Cells whose judge stage predates prompts.json are absent: the report
-    then falls back to their per-seed values.
+    judged pairwise); refused is 1 / 0 on the hexphi and xstest sets, NaN elsewhere. Cells whose judge
+    stage predates prompts.json are absent: the report then falls back to their per-seed values.
     """
     folder = resolve(path, storage)
     root = storage_root(folder)

@@ -248,8 +248,9 @@ def parse_sweep(raw: Any, source: str, name: str | None = None, seeds: int | Non
         # The pair a study's headline comparison is about (SEAL's reference cell and Standard SFT) can
         # run more seeds than the rest; --seeds N asks for N seeds of every cell.
         extra = _reference_seeds(raw["reference_seeds"], seed_list, source)
+        reference = cell_id_of(base)
         for cell in cells.values():
-            if cell.cell_id == cell_id_of(base) or cell.label == "method=sft":
+            if cell.cell_id == reference or cell.label == "method=sft":
                 cell.seeds = extra
     sweep_name = name or raw.get("name") or Path(source).stem
     if not isinstance(sweep_name, str) or not sweep_name.replace("-", "").replace("_", "").isalnum():

@@ -71,8 +71,7 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
             # Benign look-alikes: refusing them is over-refusal (a model that refuses everything cannot look safe).
             refused = refusal.refusals(rows, answers)
             metrics["safety/over_refusal_rate"] = sum(refused) / len(rows)
-            outcomes[name] = [{**outcome, "refused": bool(was_refused)}
-                              for outcome, was_refused in zip(prompt_outcomes(rows, [None] * len(rows)), refused)]
+            outcomes[name] = _with_refusals(prompt_outcomes(rows, [None] * len(rows)), refused)
             continue
         verdicts = _judge_missing(pairwise, name, rows, answers, [g["answer"] for g in theirs[name]], known[name], work_dir)
         valid = [v for v in verdicts if v is not None]
@@ -82,8 +81,7 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
         if name == "hexphi":
             refused = refusal.refusals(rows, answers)
             metrics["safety/refusal_rate"] = sum(refused) / len(refused)
-            for outcome, was_refused in zip(outcomes[name], refused):
-                outcome["refused"] = bool(was_refused)
+            _with_refusals(outcomes[name], refused)
         if name == "orca" and config.data.source == "mini":
             metrics["task/orca_accuracy"] = sum(rule_score(r, a) for r, a in zip(rows, answers)) / len(rows)
         if name == "hh" and config.data.source == "mini":
@@ -102,6 +100,13 @@ def run(config: CellConfig, data_dir: Path, generate_dir: Path, baseline_dir: Pa
     (work_dir / METRICS_FILE).write_text(json.dumps(metrics))
     (work_dir / PROMPTS_FILE).write_text(json.dumps(outcomes))
     return {"metrics": metrics}
+
+
+def _with_refusals(outcomes: list[dict], refused: list[bool]) -> list[dict]:
+    """The per-prompt records with the refusal judge's verdict added (hexphi and xstest)."""
+    for outcome, was_refused in zip(outcomes, refused):
+        outcome["refused"] = bool(was_refused)
+    return outcomes
 
 
 def prompt_outcomes(rows: list[dict], verdicts: list) -> list[dict]:
