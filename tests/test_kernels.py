@@ -1,6 +1,9 @@
 """kernels.py: stage processes get CPU kernels pinned to AVX2 on x86, unless the caller chose others."""
 
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,34 +27,41 @@ def test_no_pins_off_x86(monkeypatch):
     assert kernel_env() == {}
 
 
-def _base_loss(tmp_path, name: str) -> float:
-    import json
+# Run in a child process: a pinned variable set in this test process before its first torch computation
+# would pin this process's own kernels for every later test (test_isolation compares against them).
+_BASE_LOSS = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from conftest import TINY
+from seal_ray.config import load_cell_config
+from seal_ray.executor import LocalExecutor
+from seal_ray.pipeline import CellPipeline
+from seal_ray.store import StageStore
 
-    from conftest import TINY
-    from seal_ray.config import load_cell_config
-    from seal_ray.executor import LocalExecutor
-    from seal_ray.pipeline import CellPipeline
-    from seal_ray.store import StageStore
+root = Path(sys.argv[1])
+config = load_cell_config(None, [o for o in TINY if "isolate_stages" not in o]
+                          + ["base.epochs=3", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=4"])
+with LocalExecutor(isolate=True) as executor:
+    CellPipeline(config, StageStore(root), executor, log=lambda s: None).base_generations()
+(marker,) = (root / "stages" / "base").glob("*/_COMPLETE.json")
+print(json.loads(marker.read_text())["final_loss"])
+"""
 
-    config = load_cell_config(None, [o for o in TINY if "isolate_stages" not in o]
-                              + ["base.epochs=3", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=4"])
-    with LocalExecutor(isolate=True) as executor:
-        outcome = CellPipeline(config, StageStore(tmp_path / name), executor, log=lambda s: None)
-        outcome.base_generations()
-    (marker,) = (tmp_path / name / "stages" / "base").glob("*/_COMPLETE.json")
-    return json.loads(marker.read_text())["final_loss"]
+
+def _base_loss(tmp_path, name: str, kernels: dict[str, str]) -> float:
+    """The base stage's final loss, trained isolated from a caller whose environment has `kernels`."""
+    env = {k: v for k, v in os.environ.items() if k not in PINNED} | kernels
+    done = subprocess.run([sys.executable, "-c", _BASE_LOSS, str(tmp_path / name)], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 @x86
-def test_an_isolated_stage_trains_with_the_pinned_kernels_whatever_its_caller_has(tmp_path, monkeypatch):
+def test_an_isolated_stage_trains_with_the_pinned_kernels_whatever_its_caller_has(tmp_path):
     """The stage's process gets the caller's environment; the pins must be in it (they were not, once)."""
-    for name in PINNED:
-        monkeypatch.delenv(name, raising=False)
-    unset = _base_loss(tmp_path, "unset")
-    for name, value in PINNED.items():
-        monkeypatch.setenv(name, value)
-    assert _base_loss(tmp_path, "pinned") == unset
+    unset = _base_loss(tmp_path, "unset", {})
+    assert _base_loss(tmp_path, "pinned", PINNED) == unset
     if "avx512f" in Path("/proc/cpuinfo").read_text():  # native kernels differ from AVX2 only there
-        for name, value in {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}.items():
-            monkeypatch.setenv(name, value)
-        assert _base_loss(tmp_path, "native") != unset
+        native = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}
+        assert _base_loss(tmp_path, "native", native) != unset
