@@ -3,12 +3,13 @@
 torch, MKL and oneDNN give different float results on AVX2 and on AVX-512, and 20 epochs of base
 training turn that difference into another draw of the world's one base model (docs/calibration.md).
 The world is calibrated on the AVX2 draw. These variables hold every x86 CPU to it, and training runs
-at the same speed on this development machine. A process must have them before it imports torch, so
-they go into the environment of the stage server and of its stage processes, and into the sweep's Ray
-job (`ray.init`'s runtime_env), whose workers, Ray Train's included, start with them.
-A variable that is already set is kept: `ATEN_CPU_CAPABILITY=default MKL_CBWR=AUTO
-ONEDNN_MAX_CPU_ISA=ALL` asks for the machine's native kernels. Stages run in the caller's own process
-(`resources.isolate_stages: false`) use the kernels that process already has.
+at the same speed on this development machine. A process must have them before its first torch
+computation, so they go into the environment of the stage server and of its stage processes, and into
+the sweep's Ray job (`ray.init`'s runtime_env), whose workers, Ray Train's included, start with them.
+A variable that is already set is kept. `SEAL_RAY_KERNELS=native` adds none, so processes use the
+machine's own kernels (note that `ATEN_CPU_CAPABILITY=default` is torch's scalar fallback, not the
+native choice). Stages run in the caller's own process (`resources.isolate_stages: false`) use the
+kernels that process already has; tests/conftest.py pins the test process for that reason.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from __future__ import annotations
 import os
 import platform
 
+from seal_ray.errors import UserError
+
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+SWITCH = "SEAL_RAY_KERNELS"  # "native": no pins
 
 
 def kernel_env() -> dict[str, str]:
-    """The variables to give a process that will import torch; empty off x86."""
+    """The variables to give a process that will import torch; empty off x86 or with SEAL_RAY_KERNELS=native."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
+    choice = os.environ.get(SWITCH, "pinned")
+    if choice == "native":
+        return {}
+    if choice != "pinned":
+        raise UserError(f"environment variable {SWITCH}={choice!r}: allowed values are 'pinned' (the default) and 'native'")
     return {name: os.environ.get(name, value) for name, value in PINNED.items()}

@@ -1,9 +1,15 @@
 import os
 from pathlib import Path
 
-import pytest
+from seal_ray.kernels import kernel_env
 
-from seal_ray.config import load_cell_config
+# Pin this process's CPU kernels as stage processes are pinned (seal_ray/kernels.py), before its first torch
+# computation: stages the tests run inline must compute as the isolated ones and Ray's workers do.
+os.environ.update(kernel_env())
+
+import pytest  # noqa: E402
+
+from seal_ray.config import load_cell_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # The official SEAL selector (real data, ../shared/data/), copied into the repo so a clean clone anywhere

@@ -11,10 +11,8 @@ from seal_ray.pipeline import CellPipeline
 from seal_ray.store import StageStore
 
 
-def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path, tiny_config, monkeypatch):
-    # The inline run uses this process's (native) kernels; the isolated one must too (kernels.py).
-    for name, value in {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}.items():
-        monkeypatch.setenv(name, value)
+def test_an_isolated_stage_gives_the_same_selector_and_forwards_its_log(tmp_path, tiny_config):
+    # The inline run uses this process's kernels, pinned by conftest as the isolated stage's are (kernels.py).
     lines = []
     inline = CellPipeline(tiny_config, StageStore(tmp_path / "a"), LocalExecutor(), log=lambda s: None).run()
     with LocalExecutor(isolate=True) as executor:

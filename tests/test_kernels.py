@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from seal_ray.kernels import PINNED, kernel_env
+from seal_ray.errors import UserError
+from seal_ray.kernels import PINNED, SWITCH, kernel_env
 
 x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86 CPUs")
 
@@ -22,13 +23,28 @@ def test_the_pins_apply_unless_a_variable_is_already_set(monkeypatch):
     assert kernel_env()["ATEN_CPU_CAPABILITY"] == "default" and kernel_env()["MKL_CBWR"] == "AVX2"
 
 
+@x86
+def test_native_asks_for_no_pins_and_a_typo_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("SEAL_RAY_KERNELS", "native")
+    assert kernel_env() == {}
+    monkeypatch.setenv("SEAL_RAY_KERNELS", "nativ")
+    with pytest.raises(UserError, match="SEAL_RAY_KERNELS='nativ': allowed values are 'pinned'"):
+        kernel_env()
+
+
+@x86
+def test_this_test_process_computes_with_the_pinned_kernels():
+    import torch
+
+    assert torch.backends.cpu.get_cpu_capability() == "AVX2"  # conftest pinned it before torch's first use
+
+
 def test_no_pins_off_x86(monkeypatch):
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert kernel_env() == {}
 
 
-# Run in a child process: a pinned variable set in this test process before its first torch computation
-# would pin this process's own kernels for every later test (test_isolation compares against them).
+# Run in a child process, whose environment the test chooses (this test process is pinned by conftest).
 _BASE_LOSS = """
 import json, sys
 from pathlib import Path
@@ -51,7 +67,7 @@ print(json.loads(marker.read_text())["final_loss"])
 
 def _base_loss(tmp_path, name: str, kernels: dict[str, str]) -> float:
     """The base stage's final loss, trained isolated from a caller whose environment has `kernels`."""
-    env = {k: v for k, v in os.environ.items() if k not in PINNED} | kernels
+    env = {k: v for k, v in os.environ.items() if k not in PINNED and k != SWITCH} | kernels
     done = subprocess.run([sys.executable, "-c", _BASE_LOSS, str(tmp_path / name)], env=env, capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parents[1], check=True)
     return float(done.stdout.strip().splitlines()[-1])
@@ -63,5 +79,4 @@ def test_an_isolated_stage_trains_with_the_pinned_kernels_whatever_its_caller_ha
     unset = _base_loss(tmp_path, "unset", {})
     assert _base_loss(tmp_path, "pinned", PINNED) == unset
     if "avx512f" in Path("/proc/cpuinfo").read_text():  # native kernels differ from AVX2 only there
-        native = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}
-        assert _base_loss(tmp_path, "native", native) != unset
+        assert _base_loss(tmp_path, "native", {SWITCH: "native"}) != unset
