@@ -164,7 +164,7 @@ def plan_sweep(path: str | Path, *, storage: str | Path = "runs", source: str | 
     seconds, unknown = compute.seconds()
     cached = sum(compute.stages.values())
     log(f"Stages to compute: " + (", ".join(f"{n} {stage}" for stage, n in sorted(counts.items())) or "none")
-        + f" ({cached} more are complete in the cache at {Storage(storage).uri}).")
+        + (f" ({cached} more are complete in the cache at {Storage(storage).uri})" if cached else "") + ".")
     if counts and len(unknown) == len(counts):
         log(f"Estimated compute: unknown, this cache holds no earlier timing of {', '.join(unknown)}.")
     elif counts:

@@ -64,6 +64,7 @@ def test_plan_sizes_the_run_from_the_spread_of_earlier_differences(earlier_resul
     code, out, _ = run_plan(capsys, "--storage", str(earlier_results), "--detect", "5", "--seeds", "3")
     assert code == 0
     assert "9 runs, 9 already done" in out
+    assert "Stages to compute: none.\n" in out  # nothing checked against the cache: no "0 more are complete"
     noise, comparisons = study_noise(load("smoke", earlier_results))
     hh = next(n for n in noise if n.study == "activation" and n.column == "winrate/hh")
     assert hh.sd == pytest.approx(np.std(np.subtract(HH["activation=sigmoid"], HH["reference"]), ddof=1))
