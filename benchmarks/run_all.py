@@ -22,6 +22,7 @@ BENCHMARKS = [
     ("sweep_overhead.py", "sweep makespan vs compute; stage-cache savings on demo.yaml (issue 5)"),
     ("generation.py", "batched vs one-at-a-time generation (issue 7)"),
     ("throughput.py", "training throughput vs the machine's limit; cell tokens per core-second vs 9d928f2 (issue 16)"),
+    ("step_options.py", "eager attention and torch.compile vs the default training step (issue 16)"),
 ]
 RESULT = re.compile(r"^RESULT (\S+)=(\S+) (.*?)\s*(met|NOT met)$")
 
