@@ -11,6 +11,7 @@ from pathlib import Path
 
 from seal_ray import __version__
 from seal_ray.errors import StageFailed, UserError
+from seal_ray.kernels import kernel_env
 
 
 def _print(message: str) -> None:
@@ -404,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        kernel_env()  # a bad SEAL_RAY_KERNELS is refused before anything runs
         return args.handler(args)
     except UserError as err:
         print(f"seal-ray: error: {err}", file=sys.stderr, flush=True)

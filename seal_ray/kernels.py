@@ -8,8 +8,9 @@ computation, so they go into the environment of the stage server and of its stag
 the sweep's Ray job (`ray.init`'s runtime_env), whose workers, Ray Train's included, start with them.
 A variable that is already set is kept. `SEAL_RAY_KERNELS=native` adds none, so processes use the
 machine's own kernels (note that `ATEN_CPU_CAPABILITY=default` is torch's scalar fallback, not the
-native choice). Stages run in the caller's own process (`resources.isolate_stages: false`) use the
-kernels that process already has; tests/conftest.py pins the test process for that reason.
+native choice). Importing seal_ray pins the importing process as well (`pin_this_process`), so stages
+run in it (`resources.isolate_stages: false`) train the same draw; that takes effect only if the process
+has not computed with torch yet (torch reads the variables on its first computation).
 """
 
 from __future__ import annotations
@@ -33,3 +34,12 @@ def kernel_env() -> dict[str, str]:
     if choice != "pinned":
         raise UserError(f"environment variable {SWITCH}={choice!r}: allowed values are 'pinned' (the default) and 'native'")
     return {name: os.environ.get(name, value) for name, value in PINNED.items()}
+
+
+def pin_this_process() -> None:
+    """Put the pins into this process's environment (and so its children's); a bad SEAL_RAY_KERNELS is
+    left for kernel_env's callers to report (an import must not raise)."""
+    try:
+        os.environ.update(kernel_env())
+    except UserError:
+        pass

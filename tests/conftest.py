@@ -1,15 +1,11 @@
 import os
 from pathlib import Path
 
-from seal_ray.kernels import kernel_env
+import pytest
 
-# Pin this process's CPU kernels as stage processes are pinned (seal_ray/kernels.py), before its first torch
-# computation: stages the tests run inline must compute as the isolated ones and Ray's workers do.
-os.environ.update(kernel_env())
-
-import pytest  # noqa: E402
-
-from seal_ray.config import load_cell_config  # noqa: E402
+# Importing seal_ray pins this process's CPU kernels (seal_ray/kernels.py) before its first torch computation,
+# so stages the tests run inline compute as the isolated ones and Ray's workers do (test_kernels checks it).
+from seal_ray.config import load_cell_config
 
 REPO = Path(__file__).resolve().parents[1]
 # The official SEAL selector (real data, ../shared/data/), copied into the repo so a clean clone anywhere

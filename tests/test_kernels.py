@@ -36,7 +36,35 @@ def test_native_asks_for_no_pins_and_a_typo_is_a_clear_error(monkeypatch):
 def test_this_test_process_computes_with_the_pinned_kernels():
     import torch
 
-    assert torch.backends.cpu.get_cpu_capability() == "AVX2"  # conftest pinned it before torch's first use
+    assert torch.backends.cpu.get_cpu_capability() == "AVX2"  # importing seal_ray pinned it before torch's first use
+
+
+_CAPABILITY = "import seal_ray, torch; print(torch.backends.cpu.get_cpu_capability())"
+
+
+@x86
+@pytest.mark.skipif("avx2" not in Path("/proc/cpuinfo").read_text(), reason="needs an AVX2 CPU")
+def test_importing_seal_ray_pins_the_process_unless_native_is_asked_for():
+    env = {k: v for k, v in os.environ.items() if k not in PINNED and k != SWITCH}
+
+    def capability(**extra):
+        return subprocess.run([sys.executable, "-c", _CAPABILITY], env=env | extra, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert capability() == "AVX2"  # so `seal-ray run` with isolate_stages: false trains the calibrated draw
+    assert capability(ATEN_CPU_CAPABILITY="default") == "DEFAULT"  # a variable set by hand is kept
+    native = capability(SEAL_RAY_KERNELS="native")
+    assert native != "DEFAULT" and (native == "AVX512") == ("avx512f" in Path("/proc/cpuinfo").read_text())
+
+
+def test_a_bad_kernel_choice_is_refused_by_the_cli_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from seal_ray.cli import main
+
+    monkeypatch.setenv("SEAL_RAY_KERNELS", "fast")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert main(["run", "--out", str(tmp_path / "out")]) == 2
+    assert "SEAL_RAY_KERNELS='fast': allowed values are 'pinned' (the default) and 'native'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_no_pins_off_x86(monkeypatch):
