@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from seal_ray.background import repeating
 from seal_ray.errors import UserError
 from seal_ray.storage import Storage, is_uri
 
@@ -236,28 +236,27 @@ class StorageWatch:
         self._first_pass = True
         self.failed: list[NodeAnswer] = []
         self.key = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="seal-ray-storage-watch", daemon=True)
+        self._stopping = False
+        self._repeat = repeating(every_s, self._tick, name="seal-ray-storage-watch", immediately=True,
+                                 join_timeout_s=every_s)  # a probe still waiting on a node is of no use any more
 
     def __enter__(self) -> "StorageWatch":
         _WATCHING[self.key] = self
-        self._thread.start()
+        self._repeat.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         _WATCHING.pop(self.key, None)
-        self._stop.set()
-        self._thread.join(timeout=self.every_s)  # a probe still waiting on a node is of no use any more
+        self._stopping = True
+        self._repeat.__exit__(None, None, None)
 
-    def _watch(self) -> None:
-        while not self.failed:
-            try:
-                self.check_new_nodes()
-            except Exception as err:  # noqa: BLE001 - the watch must not kill the sweep; say why it paused
-                if not self._stop.is_set():  # (after the sweep, Ray's shutdown interrupts a probe: no news)
-                    self.log(f"warning: storage watch: {type(err).__name__}: {err}")
-            if self._stop.wait(self.every_s):
-                return
+    def _tick(self) -> bool:
+        try:
+            self.check_new_nodes()
+        except Exception as err:  # noqa: BLE001 - the watch must not kill the sweep; say why it paused
+            if not self._stopping:  # (after the sweep, Ray's shutdown interrupts a probe: no news)
+                self.log(f"warning: storage watch: {type(err).__name__}: {err}")
+        return not self.failed
 
     def check_new_nodes(self) -> list[NodeAnswer]:
         joined = [node for node in alive_nodes() if node["NodeID"] not in self.known]

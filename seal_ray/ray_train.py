@@ -30,11 +30,11 @@ cells inline (LocalExecutor) and uses this executor for several workers or GPUs.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from seal_ray.background import repeating
 from seal_ray.errors import StageFailed
 from seal_ray.executor import WorkerFn, run_on_worker
 
@@ -148,21 +148,15 @@ class _Tail:
     def __init__(self, path: Path, log: Callable[[str], None], every_s: float = 0.5):
         self.path, self.log, self.every_s = path, log, every_s
         self._offset = path.stat().st_size if path.exists() else 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._repeat = repeating(every_s, self._pump, name=f"tail {path.name}")
 
     def __enter__(self) -> "_Tail":
-        self._thread.start()
+        self._repeat.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._repeat.__exit__(None, None, None)
         self._pump()
-
-    def _follow(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self._pump()
 
     def _pump(self) -> None:
         if not self.path.exists():
