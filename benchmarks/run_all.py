@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("throughput.py", "training throughput vs the machine's limit; cell tokens per core-second vs 9d928f2 (issue 16)"),
     ("step_options.py", "eager attention and torch.compile vs the default training step (issue 16)"),
 ]
+NOTES = "## Notes (kept by `make bench`"
 RESULT = re.compile(r"^RESULT (\S+)=(\S+) (.*?)\s*(met|NOT met)$")
 
 
@@ -71,7 +72,11 @@ def main() -> int:
         "Every figure is a ratio or time measured side by side in one run on this machine.\n\n"
         "| benchmark | figure | target | |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n## Output\n\n" + "\n".join(sections)
     )
-    (REPO / "docs" / "benchmarks.md").write_text(text)
+    target = REPO / "docs" / "benchmarks.md"
+    earlier = target.read_text() if target.is_file() else ""
+    if NOTES in earlier:  # runs made alone and their reading are kept under the new figures
+        text += "\n" + earlier[earlier.index(NOTES):]
+    target.write_text(text)
     print(f"written to {REPO / 'docs' / 'benchmarks.md'}")
     return 0
 
