@@ -26,13 +26,11 @@ SWITCH = "SEAL_RAY_KERNELS"  # "native": no pins
 
 def kernel_env() -> dict[str, str]:
     """The variables to give a process that will import torch; empty off x86 or with SEAL_RAY_KERNELS=native."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return {}
     choice = os.environ.get(SWITCH, "pinned")
-    if choice == "native":
-        return {}
-    if choice != "pinned":
+    if choice not in ("pinned", "native"):
         raise UserError(f"environment variable {SWITCH}={choice!r}: allowed values are 'pinned' (the default) and 'native'")
+    if choice == "native" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
     return {name: os.environ.get(name, value) for name, value in PINNED.items()}
 
 

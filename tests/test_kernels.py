@@ -60,8 +60,8 @@ def test_importing_seal_ray_pins_the_process_unless_native_is_asked_for():
 def test_a_bad_kernel_choice_is_refused_by_the_cli_before_anything_runs(tmp_path, monkeypatch, capsys):
     from seal_ray.cli import main
 
-    monkeypatch.setenv("SEAL_RAY_KERNELS", "fast")
-    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv("SEAL_RAY_KERNELS", "fast")  # refused on any machine, not only where pins apply
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert main(["run", "--out", str(tmp_path / "out")]) == 2
     assert "SEAL_RAY_KERNELS='fast': allowed values are 'pinned' (the default) and 'native'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
