@@ -25,56 +25,58 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-_PROBE = r"""
-import json, math, sys, tempfile, time
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-from seal_ray.batching import global_batches
-from seal_ray.config import load_cell_config
-from seal_ray.distributed import LocalDist
-from seal_ray.losses import per_sample_loss
-from seal_ray.models import build_mini_model
-from seal_ray.stages import base, data
-from seal_ray.stages.common import encode, load_world
-from seal_ray.tokenizer import CharTokenizer
-from seal_ray.train_loop import Batcher, LoopStats
+def measure(variant: str, steps: int) -> dict:
+    """In this (fresh) process: seconds to the first step done, then CPU ms per step over `steps` more."""
+    import time
 
-variant, steps = sys.argv[1], int(sys.argv[2])
-config = load_cell_config(None, [])
-tokenizer = CharTokenizer()
-with tempfile.TemporaryDirectory() as tmp:
-    data.run(config, Path(tmp))
-    encoded = encode(load_world(tmp)["ft"], tokenizer, config)
-model = build_mini_model(config.model, tokenizer, config.seed, base.MAX_POSITIONS)
-if variant == "eager":
-    model.config._attn_implementation = "eager"
-batcher = Batcher([model], encoded, tokenizer.pad_token_id, LocalDist("cpu").device, pack=config.resources.pack_batches)
-ids = sorted(encoded)
-order = [b for e in range(math.ceil(steps / 63) + 1) for b in global_batches(ids, config.finetune.batch_size, config.seed, e)]
-batches = [batcher(encoded, b, LoopStats()) for b in order[: steps + 1]]
-loss = torch.compile(per_sample_loss, dynamic=True) if variant.startswith("compiled") else per_sample_loss
-model.train()
-optimizer = torch.optim.AdamW(model.parameters(), lr=config.finetune.lr, weight_decay=0.0)
+    import torch
 
-def step(batch):
-    optimizer.zero_grad(set_to_none=False)
-    loss(model, batch).mean().backward()
-    optimizer.step()
+    from seal_ray.batching import global_batches
+    from seal_ray.config import load_cell_config
+    from seal_ray.distributed import LocalDist
+    from seal_ray.losses import per_sample_loss
+    from seal_ray.models import build_mini_model
+    from seal_ray.stages import base, data
+    from seal_ray.stages.common import encode, load_world
+    from seal_ray.tokenizer import CharTokenizer
+    from seal_ray.train_loop import Batcher, LoopStats
 
-wall, cpu = time.perf_counter(), time.process_time()
-step(batches[0])
-first = time.perf_counter() - wall
-cpu = time.process_time()
-for batch in batches[1:]:
-    step(batch)
-print(json.dumps({"first_s": first, "step_ms": (time.process_time() - cpu) / steps * 1000, "packed": batcher.packed}))
-"""
+    torch.set_num_threads(1)
+    config = load_cell_config(None, [])
+    tokenizer = CharTokenizer()
+    with tempfile.TemporaryDirectory() as tmp:
+        data.run(config, Path(tmp))
+        encoded = encode(load_world(tmp)["ft"], tokenizer, config)
+    model = build_mini_model(config.model, tokenizer, config.seed, base.MAX_POSITIONS)
+    if variant == "eager":
+        model.config._attn_implementation = "eager"
+    batcher = Batcher([model], encoded, tokenizer.pad_token_id, LocalDist("cpu").device, pack=config.resources.pack_batches)
+    ids, size = sorted(encoded), config.finetune.batch_size
+    epochs = math.ceil((steps + 1) / math.ceil(len(ids) / size))
+    order = [b for e in range(epochs) for b in global_batches(ids, size, config.seed, e)]
+    batches = [batcher(encoded, b, LoopStats()) for b in order[: steps + 1]]
+    loss = torch.compile(per_sample_loss, dynamic=True) if variant == "compiled" else per_sample_loss
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.finetune.lr, weight_decay=0.0)
+
+    def step(batch) -> None:
+        optimizer.zero_grad(set_to_none=False)
+        loss(model, batch).mean().backward()
+        optimizer.step()
+
+    wall = time.perf_counter()
+    step(batches[0])
+    first = time.perf_counter() - wall
+    cpu = time.process_time()
+    for batch in batches[1:]:
+        step(batch)
+    return {"first_s": first, "step_ms": (time.process_time() - cpu) / steps * 1000, "packed": batcher.packed}
 
 
 def probe(variant: str, steps: int, cache: Path) -> dict:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", _PROBE, variant, str(steps)], cwd=REPO, env=env,
+    """measure() in a fresh process (as every isolated stage is), with `cache` as inductor's cache."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, __file__, "--probe", variant, str(steps)], cwd=REPO, env=env,
                           capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{variant} probe failed:\n{done.stderr[-3000:]}")
@@ -83,7 +85,6 @@ def probe(variant: str, steps: int, cache: Path) -> dict:
 
 def default_steps() -> dict[str, int]:
     """Optimiser steps of each default training stage (one worker)."""
-    sys.path.insert(0, str(REPO))
     from seal_ray.config import load_cell_config
 
     config = load_cell_config(None, [])
@@ -98,7 +99,10 @@ def default_steps() -> dict[str, int]:
 
 
 def main() -> int:
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+    if sys.argv[1:2] == ["--probe"]:
+        print(json.dumps(measure(sys.argv[2], int(sys.argv[3]))))
+        return 0
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200  # fewer steps: per-step figures vary by 20% from run to run
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "inductor"
         runs = {name: probe(variant, steps, cache) for name, variant in

@@ -230,7 +230,7 @@ class StorageWatch:
     """
 
     def __init__(self, storage: str, log: Callable[[str], None], every_s: float = WATCH_EVERY_S):
-        self.storage, self.log, self.every_s = storage, log, every_s
+        self.storage, self.log = storage, log
         # Every node is probed again on the first pass: one may have joined since the sweep's own probe.
         self.known: set[str] = set()
         self._first_pass = True

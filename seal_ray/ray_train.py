@@ -146,7 +146,7 @@ class _Tail:
     """Forwards the lines appended to a file into `log`, while a block runs and once more at its end."""
 
     def __init__(self, path: Path, log: Callable[[str], None], every_s: float = 0.5):
-        self.path, self.log, self.every_s = path, log, every_s
+        self.path, self.log = path, log
         self._offset = path.stat().st_size if path.exists() else 0
         self._repeat = repeating(every_s, self._pump, name=f"tail {path.name}")
 
