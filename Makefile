@@ -45,7 +45,7 @@ test-gpu: $(TEST_STAMP)
 	$(PYTEST) -m gpu -q -rs
 
 calibrate: $(RUNTIME_STAMP)
-	$(VENV)/bin/seal-ray calibrate --seeds 8 --first-seed 100 --jobs 2 --markdown docs/calibration.md --quiet
+	$(VENV)/bin/seal-ray calibrate --seeds 8 --first-seed 100 --base-seeds 0,1,2 --jobs 2 --markdown docs/calibration.md --quiet
 
 bench: $(RUNTIME_STAMP)
 	$(PY) benchmarks/run_all.py

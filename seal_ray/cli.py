@@ -65,6 +65,10 @@ def _base_seeds(text: str) -> list[int]:
     return seeds
 
 
+# A --markdown file keeps everything from this heading on: the record of earlier calibrations.
+CALIBRATION_HISTORY = "## Earlier calibrations (kept by `seal-ray calibrate --markdown`"
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from seal_ray.calibrate import calibrate
     from seal_ray.config import load_cell_config
@@ -86,13 +90,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         commit = git_commit()
         if commit.endswith("-dirty"):
             _print(f"warning: the working tree has uncommitted changes; {args.markdown} names commit {commit}")
-        Path(args.markdown).write_text(
-            "# Mini-world calibration\n\n"
-            f"Produced by `seal-ray calibrate --seeds {args.seeds} --first-seed {args.first_seed}"
-            + (f" --base-seeds {args.base_seeds}" if args.base_seeds else "") + "` at commit "
-            f"`{commit}` (seal_ray {__version__}), on the built-in defaults"
-            + (f" with {' '.join(args.set)}" if args.set else "") + f".\n\n{table}\n"
-        )
+        target = Path(args.markdown)
+        text = ("# Mini-world calibration\n\n"
+                f"Produced by `seal-ray calibrate --seeds {args.seeds} --first-seed {args.first_seed}"
+                + (f" --base-seeds {args.base_seeds}" if args.base_seeds else "") + "` at commit "
+                f"`{commit}` (seal_ray {__version__}), on the built-in defaults"
+                + (f" with {' '.join(args.set)}" if args.set else "") + f".\n\n{table}\n")
+        earlier = target.read_text() if target.is_file() else ""
+        if CALIBRATION_HISTORY in earlier:  # earlier calibrations and their reading stay below the new tables
+            text += "\n" + earlier[earlier.index(CALIBRATION_HISTORY):]
+        target.write_text(text)
         _print(f"written to {args.markdown}")
     _print("calibration: " + ("every criterion passes" if ok else "some criteria FAIL"))
     return 0 if ok else 1

@@ -45,7 +45,11 @@ def test_bad_base_seeds_are_refused_before_any_work(tmp_path, capsys, value):
 
 
 def test_calibrate_over_two_base_draws_trains_two_base_models(tmp_path, capsys):
+    from seal_ray.cli import CALIBRATION_HISTORY
+
     out = tmp_path / "cal.md"
+    history = f"{CALIBRATION_HISTORY}: a record)\n\nan earlier table\n"
+    out.write_text("# Mini-world calibration\n\nthe previous run's tables\n\n" + history)
     args = ["calibrate", "--seeds", "1", "--first-seed", "0", "--base-seeds", "0,1", "--storage", str(tmp_path / "s"),
             "--markdown", str(out), "--quiet"]
     for override in TINY:
@@ -54,4 +58,5 @@ def test_calibrate_over_two_base_draws_trains_two_base_models(tmp_path, capsys):
     text = out.read_text()
     assert code in (0, 1) and ("every criterion passes" if code == 0 else "some criteria FAIL") in capsys.readouterr().out
     assert "--base-seeds 0,1" in text and "## base.seed 0" in text and "## base.seed 1" in text
+    assert text.endswith(history) and "the previous run's tables" not in text  # the new tables, then the record
     assert len([d for d in (tmp_path / "s" / "stages" / "base").iterdir() if d.is_dir()]) == 2
