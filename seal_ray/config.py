@@ -132,7 +132,7 @@ class SelectorConfig:
     model_lr: float = _f(1e-3, "theta learning rate during selector training, alpha", gt=0.0)
     aux_lr: float = _f(1e-3, "theta_hat learning rate (Algorithm 1), beta", gt=0.0)
     batch_size: int = _f(32, "global batch of D_ft ids per step (a safe batch of the same size goes with it)", ge=1)
-    model_betas: list = _f([0.9, 0.95], "theta's AdamW betas during selector training (the reference's)")
+    model_betas: list = _f([0.9, 0.95], "theta's AdamW betas during selector training (the reference's), and theta_hat's (Algorithm 1)")
     model_max_grad_norm: Optional[float] = _f(1.0, "clip theta's gradient norm (the reference: 1.0); null: no clipping", gt=0.0)
     max_grad_norm: Optional[float] = _f(10.0, "clip the selector's gradient norm (the reference: 10.0); null: no clipping",
                                         gt=0.0)

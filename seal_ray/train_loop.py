@@ -251,7 +251,9 @@ def train_selector(
     theta_params = [p for p in model.parameters() if p.requires_grad and id(p) not in aux_ids]
     theta_opt = torch.optim.AdamW(theta_params, lr=setup.model_lr, betas=tuple(setup.model_betas), weight_decay=0.0)
     omega_opt = torch.optim.Adam([omega], lr=setup.lr, betas=setup.betas, weight_decay=0.0)
-    aux_opt = torch.optim.AdamW(aux_params, lr=setup.aux_lr, weight_decay=0.0) if aux_model is not None else None
+    # theta_hat is a second copy of theta (SEAL.md, Algorithm 1): theta's optimiser, at its own rate beta.
+    aux_opt = (torch.optim.AdamW(aux_params, lr=setup.aux_lr, betas=tuple(setup.model_betas), weight_decay=0.0)
+               if aux_model is not None else None)
     ft_ids = sorted(encoded_ft)
     safe_batches = CyclingIds(sorted(encoded_safe), setup.batch_size, seed)
     stats = LoopStats()

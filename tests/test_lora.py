@@ -187,3 +187,25 @@ def test_gradient_checkpointing_does_not_change_algorithm_1_with_two_adapters(ti
     torch.testing.assert_close(ckpt_logits, plain_logits, rtol=0, atol=1e-6)
     for name in plain:
         torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_theta_hat_trains_with_thetas_optimiser_settings(tiny_llama, monkeypatch):
+    """Algorithm 1's theta_hat is a second copy of theta (SEAL.md): its AdamW takes theta's betas
+    (selector.model_betas), at its own learning rate (selector.aux_lr)."""
+    made = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def __init__(self, params, **kwargs):
+            made.append(kwargs)
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    model = _lora_model(tiny_llama)
+    aux = add_aux_adapter(model)
+    tokenizer, encoded, encoded_safe = _encoded(tiny_llama)
+    setup = SelectorSetup(activation="softmax", algorithm=1, lr=5e-2, betas=(0.9, 0.95), epochs=1, model_lr=1e-2,
+                          aux_lr=3e-3, batch_size=4, schedule=PenaltySchedule.from_config(PenaltyConfig()),
+                          model_betas=(0.8, 0.9))
+    train_selector(model, aux, init_logits(len(ROWS), "softmax"), encoded, encoded_safe, setup=setup, seed=0,
+                   pad_id=tokenizer.pad_token_id, dist=LocalDist(), checkpointer=Checkpointer(None), **QUIET)
+    assert [(m["lr"], tuple(m["betas"])) for m in made] == [(1e-2, (0.8, 0.9)), (3e-3, (0.8, 0.9))]
