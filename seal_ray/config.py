@@ -33,14 +33,14 @@ def _f(default: Any, help: str, **constraints: Any) -> Any:
 class WorldConfig:
     """The built-in mini world (ARCHITECTURE.md): synthetic data with ground-truth labels."""
 
-    n_ft: int = _f(2000, "rows of D_ft (the RedOrca analogue)", ge=10)
-    unsafe_fraction: float = _f(0.15, "share of D_ft rows that comply with a harmful request", ge=0.0, le=1.0)
+    n_ft: int = _f(2143, "rows of D_ft (the RedOrca analogue)", ge=10)
+    unsafe_fraction: float = _f(0.2, "share of D_ft rows that comply with a harmful request", ge=0.0, le=1.0)
     low_quality_fraction: float = _f(0.1, "share of D_ft rows with a wrong answer", ge=0.0, le=1.0)
     clean_refusal_fraction: float = _f(
         0.06, "share of clean D_ft rows that refuse a harmful request (real instruction data has some)", ge=0.0, le=1.0
     )
-    safe_pool: int = _f(1000, "rows of the available safe set (the BlueOrca analogue) before sizing", ge=1)
-    n_base: int = _f(3000, "rows the aligned base model is trained on", ge=10)
+    safe_pool: int = _f(1100, "rows of the available safe set (the BlueOrca analogue) before sizing", ge=1)
+    n_base: int = _f(6000, "rows the aligned base model is trained on", ge=10)
     n_test_hh: int = _f(100, "prompts of the hh test set (half helpful, half harmful; at most 330 held-out harmful ones)",
                         ge=2, le=660)
     n_test_orca: int = _f(100, "prompts of the orca test set (the new skill)", ge=1)
@@ -82,6 +82,9 @@ class BaseTrainingConfig:
     batch_size: int = _f(32, "global batch size", ge=1)
     seed: Optional[int] = _f(0, "seed of the base model's training; null: the cell's seed. Fixed by default: every "
                              "seed fine-tunes the same base model, like the paper's one pretrained model")
+    pack_batches: bool = _f(True, "pack several samples per row (about 1.5x faster on the base data); the same samples "
+                            "and losses up to float order, which over the base run is another draw of the base model "
+                            "(docs/calibration.md)")
 
 
 @dataclass
@@ -273,7 +276,7 @@ class ResourcesConfig:
     micro_batch_size: Optional[int] = _f(None, "rows per forward pass; null: global batch / workers (no accumulation)", ge=1)
     pack_batches: bool = _f(True, "selector and fine-tuning stages: pack several samples per row (little padding, "
                             "about 1.8x faster on D_ft); the same samples and losses up to float order, so results "
-                            "are statistically equivalent to padded batches, not identical. The base stage always pads")
+                            "are statistically equivalent to padded batches, not identical. The base stage: base.pack_batches")
     curve_every: Optional[int] = _f(
         None, "training curves: record a point every N optimiser steps (and at each epoch end); "
         "null: about 100 points per training stage", ge=1, cache=False,

@@ -196,6 +196,12 @@ def _lookalikes(rng: random.Random) -> list[dict]:
     return rows
 
 
+# The version of make_world's draws, part of the data stage's key: a change to what a config generates
+# bumps it, so no storage reuses a world drawn by earlier code. 2: safe pool, safety and test sets on
+# streams of their own.
+GENERATOR_VERSION = 2
+
+
 def make_world(config: WorldConfig, seed: int) -> dict[str, list[dict]]:
     """All datasets of one world: base, ft (labelled), safe_pool, safety (SafeInstr's demonstrations), and the
     test sets hh, orca, hexphi and xstest (benign look-alikes, for the over-refusal rate).
@@ -239,8 +245,11 @@ def make_world(config: WorldConfig, seed: int) -> dict[str, list[dict]]:
         row["label"] = label
         ft.append(row)
 
+    # The sets below draw from streams of their own: resizing the safe pool or a test set redraws no other set.
+    # (base and D_ft share the first stream: world.n_base still redraws D_ft.)
     # D_safe pool (BlueOrca analogue): refusals to withheld harmful prompts and high-quality answers.
     ft_prompts = {row["prompt"] for row in ft}
+    rng = _stream(seed, "safe_pool")
     safe_pool = []
     for _ in range(config.safe_pool):
         if rng.random() < 0.5:
@@ -250,11 +259,16 @@ def make_world(config: WorldConfig, seed: int) -> dict[str, list[dict]]:
 
     # SafeInstr's safety demonstrations: one refusal per withheld prompt, in a seeded order (taken from the top).
     safety = [_refusal_row(harm) for harm in pools["safety_demo"]]
-    rng.shuffle(safety)
+    _stream(seed, "safety").shuffle(safety)
 
-    tests = _test_sets(rng, config, pools["test"], lookalike_test, ft_prompts)
+    tests = _test_sets(_stream(seed, "tests"), config, pools["test"], lookalike_test, ft_prompts)
     return {"base": _with_ids(base), "ft": _with_ids(ft), "safe_pool": _with_ids(safe_pool),
             "safety": _with_ids(safety), **tests}
+
+
+def _stream(seed: int, name: str) -> random.Random:
+    """A random stream of its own for one part of the world (str seeds are hashed with SHA-512: stable)."""
+    return random.Random(f"seal-ray world {seed} {name}")
 
 
 def _test_sets(rng: random.Random, config: WorldConfig, harm_test: list[HarmPrompt],

@@ -94,14 +94,36 @@ def test_packed_training_follows_padded_training_up_to_float_order(monkeypatch):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(w_packed, w_padded))
 
 
-def test_the_base_stage_pads_and_the_other_training_stages_pack_by_default(tmp_path, tiny_config):
-    """The base model is the world's one pretrained model (its draw is what the world is calibrated on):
-    it trains on padded batches whatever resources.pack_batches says; selector and fine-tuning pack."""
+def test_every_training_stage_packs_by_default(tmp_path, tiny_config):
+    """base.pack_batches and resources.pack_batches are on by default: base, selector and fine-tuning pack."""
     from seal_ray.executor import LocalExecutor
     from seal_ray.pipeline import CellPipeline
     from seal_ray.store import StageStore
 
-    assert tiny_config.resources.pack_batches  # the default
+    assert tiny_config.resources.pack_batches and tiny_config.base.pack_batches  # the defaults
     outcome = CellPipeline(tiny_config, StageStore(tmp_path), LocalExecutor(), log=lambda s: None).run()
     padding = {name: outcome.stages[name].meta["measure"]["padding_share"] for name in ("base", "selector", "finetune")}
-    assert padding["base"] > 0.2 and padding["selector"] < 0.15 and padding["finetune"] < 0.15, padding
+    assert all(share < 0.15 for share in padding.values()), padding
+
+
+def test_base_pack_batches_packs_the_base_stage_and_is_part_of_its_key(tmp_path, tiny_config):
+    """base.pack_batches, not resources.pack_batches, decides the base stage's batches: a packed base is
+    another draw of the world's base model, so it must not share a cache entry with a padded one."""
+    import dataclasses
+
+    from seal_ray.executor import LocalExecutor
+    from seal_ray.pipeline import CellPipeline
+    from seal_ray.stages import base, data
+    from seal_ray.config import stable_hash
+    from seal_ray.store import StageStore
+
+    store, padding = StageStore(tmp_path / "s"), {}
+    for pack in (False, True):
+        config = dataclasses.replace(tiny_config, base=dataclasses.replace(tiny_config.base, pack_batches=pack))
+        assert config.resources.pack_batches  # the other stages pack either way
+        CellPipeline(config, store, LocalExecutor(), log=lambda s: None).base_generations()
+        base_hash = stable_hash(base.key(config, stable_hash(data.key(config))))
+        padding[pack] = (base_hash, store.meta("base", base_hash)["measure"]["padding_share"])
+    (padded_hash, padded_share), (packed_hash, packed_share) = padding[False], padding[True]
+    assert padded_hash != packed_hash
+    assert packed_share < 0.15 < padded_share

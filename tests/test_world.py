@@ -17,6 +17,18 @@ def test_the_world_is_a_pure_function_of_its_seed():
     assert make_world(config, 3)["ft"] != make_world(config, 4)["ft"]
 
 
+def test_resizing_the_safe_pool_or_a_test_set_redraws_no_training_set():
+    """The safe pool, the safety demonstrations and the test sets draw from streams of their own."""
+    sizes = dict(n_ft=200, n_base=100, safe_pool=50)
+    world = make_world(WorldConfig(**sizes), 3)
+    bigger_pool = make_world(WorldConfig(**{**sizes, "safe_pool": 80}), 3)
+    assert bigger_pool["safe_pool"][:50] == world["safe_pool"]  # safe sets are cut from the head: they stay
+    assert all(bigger_pool[name] == world[name] for name in world if name != "safe_pool")
+    more_orca = make_world(WorldConfig(**sizes, n_test_orca=150), 3)
+    assert len(more_orca["orca"]) == 150
+    assert all(more_orca[name] == world[name] for name in ("base", "ft", "safe_pool", "safety", "hexphi"))
+
+
 def test_ft_labels_come_at_the_configured_fractions():
     world = make_world(WorldConfig(n_ft=1000, unsafe_fraction=0.15, low_quality_fraction=0.05), 0)
     labels = [row["label"] for row in world["ft"]]

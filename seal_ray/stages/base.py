@@ -46,14 +46,14 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
     rows = load_world(spec["data_dir"])["base"]
     encoded = encode(rows, tokenizer, config)
     recorder = CurveRecorder("base", every=config.resources.curve_every)
-    # Padded batches whatever resources.pack_batches says: the base model is the world's one pretrained
-    # model, shared by every seed of a study. Packing gives the same losses up to float order, which over
-    # 20 epochs is another draw of that model (docs/calibration.md); the world is calibrated on this one.
+    # base.pack_batches, not resources.pack_batches: the base model is the world's one pretrained model,
+    # shared by every seed of a study. Packing gives the same losses up to float order, which over the
+    # base run is another draw of that model (docs/calibration.md), so it belongs to the base's key.
     stats = train_sft(
         model, encoded, sorted(encoded), stage="base", epochs=config.base.epochs, lr=config.base.lr,
         batch_size=config.base.batch_size, seed=base_seed(config), pad_id=tokenizer.pad_token_id, dist=dist,
         lr_schedule=config.base.lr_schedule,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=False, log=log, recorder=recorder,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=config.base.pack_batches, log=log, recorder=recorder,
     )
     if dist.is_main:
         save_model(model, tokenizer, Path(spec["work_dir"]) / MODEL_DIR)

@@ -14,7 +14,7 @@ from pathlib import Path
 from seal_ray.config import CellConfig
 from seal_ray.recipes import load_rows, resolve, source_digest
 from seal_ray.stages.common import WORLD_FILE
-from seal_ray.world import make_world
+from seal_ray.world import GENERATOR_VERSION, make_world
 
 LABELS_FILE = "labels.json"
 
@@ -43,7 +43,7 @@ def key(config: CellConfig) -> dict:
         return {"source": "recipes", "sources": sources}
     world = dataclasses.asdict(config.world)
     world.pop("data_seed")
-    return {"world": world, "data_seed": data_seed(config), "source": config.data.source}
+    return {"world": world, "data_seed": data_seed(config), "source": config.data.source, "generator": GENERATOR_VERSION}
 
 
 def run(config: CellConfig, work_dir: Path) -> dict:
