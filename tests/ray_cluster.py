@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -57,8 +58,9 @@ def two_node_cluster(second_node_prefix: tuple[str, ...] = (), second_node_resou
     # A short private temp dir (unix socket paths are limited to ~107 bytes) that every process names.
     temp_dir = tempfile.mkdtemp(prefix="seal-ray-", dir="/tmp")
     # Ray 2.60 token authentication: every node (and the job client) must use the cluster's token,
-    # here the one `ray start --head` keeps in ~/.ray/auth_token.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
+    # here one of its own in RAY_AUTH_TOKEN: `ray start --head` creates none, and
+    # ~/.ray/auth_token exists only once some ray.init() has run on this machine.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     common = ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:

@@ -5,6 +5,7 @@ finishing by itself when the second node is killed mid-sweep."""
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,9 +37,11 @@ def two_node_cluster(tmp_path):
     # A short private temp dir (unix socket paths are limited to ~107 bytes) that every process names.
     temp_dir = tempfile.mkdtemp(prefix="seal-ray-", dir="/tmp")
     # Ray 2.60 token authentication: every node (and the job client) must use the cluster's token,
-    # here the one `ray start --head` keeps in ~/.ray/auth_token. A dead node is declared dead after 5
-    # failed health checks 1 s apart (default 3 s); a slow live one still gets the default 10 s timeout.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "1000"}
+    # here one of its own in RAY_AUTH_TOKEN: `ray start --head` creates none, and
+    # ~/.ray/auth_token exists only once some ray.init() has run on this machine. A dead node is declared
+    # dead after 5 failed health checks 1 s apart (default 3 s); a slow live one still gets the default 10 s.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_health_check_period_ms": "1000"}
     common = ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:
