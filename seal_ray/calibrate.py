@@ -119,7 +119,8 @@ def judge(points: list[dict[str, float]]) -> tuple[list[tuple[Criterion, list[fl
     need = required_passes(len(points))
     criteria = []
     for criterion in CRITERIA:
-        values = [criterion.value(p) for p in points]
+        # Rates are counts over a test set: a value on its bound (1.00 - 0.95 = 0.050000000000000044) is on it.
+        values = [round(criterion.value(p), 9) for p in points]
         passing = sum(criterion.passes(v) for v in values)
         criteria.append((criterion, values, passing, passing >= need))
     spreads = []

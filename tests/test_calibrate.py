@@ -22,6 +22,14 @@ def test_a_criterion_may_fail_in_one_seed_of_eight_not_two():
     assert not ok and "6/8 | FAIL" in table
 
 
+def test_a_value_on_its_bound_passes_despite_float_error():
+    # 95 of 100 orca prompts against 100 of 100: a gap of exactly 0.05 (1.0 - 0.95 > 0.05 in floats)
+    ok, table = render([point(oracle_orca=0.95, sft_orca=1.0)] * 3, [100, 101, 102])
+    assert ok and "| <= 0.05 | 0.050 | 0.050 | 0.050 | 3/3 | PASS |" in table
+    ok, table = render([point(oracle_orca=0.94, sft_orca=1.0)] * 3, [100, 101, 102])
+    assert not ok and "0.060 (x)" in table
+
+
 def test_a_spread_over_seeds_too_wide_fails_though_every_seed_passes():
     points = [point(sft=v) for v in (0.0, 0.45, 0.0, 0.45, 0.0, 0.45, 0.0, 0.45)]  # every seed <= 0.5, SD 0.241
     ok, table = render(points, list(range(8)))
