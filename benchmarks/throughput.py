@@ -6,7 +6,7 @@ this process tree is what the work itself costs, whatever else runs):
 1. The machine's limit: FLOP/s of a large fp32 matmul on one thread, and the default mini model's
    training FLOPs per (non-padding) token; the pipeline loop's achieved share of that peak.
 2. The pipeline's training loop (train_loop.train_sft on D_ft, the data of the selector and fine-tuning
-   stages, in their default batches: packed; the base stage pads, once per study) against a minimal
+   stages, in their default batches: packed, as the base stage's since 2026-12-08) against a minimal
    forward-backward-step loop over the very same batches, collated beforehand:
    `loop_vs_minimal_ratio`. The share of padding tokens in those batches: `padding_share`.
 3. A whole cell (seal + its Standard SFT reference, cold cache, `seal-ray run`) of this code and of

@@ -2,7 +2,8 @@
 
 torch, MKL and oneDNN give different float results on AVX2 and on AVX-512, and 20 epochs of base
 training turn that difference into another draw of the world's one base model (docs/calibration.md).
-The world is calibrated on the AVX2 draw. These variables hold every x86 CPU to it, and training runs
+The world passes its calibration on every draw tried, but its numbers are those of the draw: these
+variables hold every x86 CPU to the AVX2 one, so two machines give the same results, and training runs
 at the same speed on this development machine. A process must have them before its first torch
 computation, so they go into the environment of the stage server and of its stage processes, and into
 the sweep's Ray job (`ray.init`'s runtime_env), whose workers, Ray Train's included, start with them.
