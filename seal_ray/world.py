@@ -249,13 +249,13 @@ def make_world(config: WorldConfig, seed: int) -> dict[str, list[dict]]:
     # (base and D_ft share the first stream: world.n_base still redraws D_ft.)
     # D_safe pool (BlueOrca analogue): refusals to withheld harmful prompts and high-quality answers.
     ft_prompts = {row["prompt"] for row in ft}
-    rng = _stream(seed, "safe_pool")
+    pool_rng = _stream(seed, "safe_pool")
     safe_pool = []
     for _ in range(config.safe_pool):
-        if rng.random() < 0.5:
-            safe_pool.append(_refusal_row(rng.choice(pools["safe"])))
+        if pool_rng.random() < 0.5:
+            safe_pool.append(_refusal_row(pool_rng.choice(pools["safe"])))
         else:
-            safe_pool.append(_helpful_row(rng, TASKS, avoid=ft_prompts))
+            safe_pool.append(_helpful_row(pool_rng, TASKS, avoid=ft_prompts))
 
     # SafeInstr's safety demonstrations: one refusal per withheld prompt, in a seeded order (taken from the top).
     safety = [_refusal_row(harm) for harm in pools["safety_demo"]]

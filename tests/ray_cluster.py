@@ -50,6 +50,13 @@ def kill_cluster(temp_dir: str) -> None:
         time.sleep(1)
 
 
+def cluster_env(**extra: str) -> dict[str, str]:
+    """The environment of a test cluster's nodes and clients. Ray 2.60 token authentication: every node
+    (and the job client) must use the cluster's token, here one of its own in RAY_AUTH_TOKEN: `ray start
+    --head` creates none, and ~/.ray/auth_token exists only once some ray.init() has run on this machine."""
+    return {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), **extra}
+
+
 @contextlib.contextmanager
 def two_node_cluster(second_node_prefix: tuple[str, ...] = (), second_node_resources: str | None = None
                      ) -> Iterator[tuple[int, int, dict]]:
@@ -57,10 +64,7 @@ def two_node_cluster(second_node_prefix: tuple[str, ...] = (), second_node_resou
     gcs, dashboard = free_port(), free_port()
     # A short private temp dir (unix socket paths are limited to ~107 bytes) that every process names.
     temp_dir = tempfile.mkdtemp(prefix="seal-ray-", dir="/tmp")
-    # Ray 2.60 token authentication: every node (and the job client) must use the cluster's token,
-    # here one of its own in RAY_AUTH_TOKEN: `ray start --head` creates none, and
-    # ~/.ray/auth_token exists only once some ray.init() has run on this machine.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = cluster_env()
     common = ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:

@@ -5,7 +5,6 @@ finishing by itself when the second node is killed mid-sweep."""
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from typing import NamedTuple
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-from ray_cluster import RAY, free_port as _free_port, kill_cluster as _kill_cluster
+from ray_cluster import RAY, cluster_env, free_port as _free_port, kill_cluster as _kill_cluster
 
 from seal_ray.provenance import checkout_commit, fingerprint_of
 pytestmark = pytest.mark.ray
@@ -36,12 +35,9 @@ def two_node_cluster(tmp_path):
     gcs, dashboard, second_raylet_port = _free_port(), _free_port(), _free_port()
     # A short private temp dir (unix socket paths are limited to ~107 bytes) that every process names.
     temp_dir = tempfile.mkdtemp(prefix="seal-ray-", dir="/tmp")
-    # Ray 2.60 token authentication: every node (and the job client) must use the cluster's token,
-    # here one of its own in RAY_AUTH_TOKEN: `ray start --head` creates none, and
-    # ~/.ray/auth_token exists only once some ray.init() has run on this machine. A dead node is declared
-    # dead after 5 failed health checks 1 s apart (default 3 s); a slow live one still gets the default 10 s.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_health_check_period_ms": "1000"}
+    # A dead node is declared dead after 5 failed health checks 1 s apart (default 3 s); a slow live one
+    # still gets the default 10 s timeout.
+    env = cluster_env(RAY_health_check_period_ms="1000")
     common = ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:
@@ -136,9 +132,9 @@ class _gone_is_fine:
 def test_a_node_killed_mid_sweep_is_retried_and_the_same_sweep_run_finishes(tmp_path, two_node_cluster):
     """A crashed machine: SIGKILL to the second node's raylet and every worker it started, while a cell
     runs there. The lost trial starts again on the head node from its completed stages."""
-    from seal_ray.store import StageStore
-
     import yaml
+
+    from seal_ray.store import StageStore
 
     storage, printed = tmp_path / "storage", tmp_path / "driver.out"
     # The smoke sweep with a selector long enough to be caught mid-training: its 2 epochs of a

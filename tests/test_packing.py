@@ -111,10 +111,10 @@ def test_base_pack_batches_packs_the_base_stage_and_is_part_of_its_key(tmp_path,
     another draw of the world's base model, so it must not share a cache entry with a padded one."""
     import dataclasses
 
+    from seal_ray.config import stable_hash
     from seal_ray.executor import LocalExecutor
     from seal_ray.pipeline import CellPipeline
     from seal_ray.stages import base, data
-    from seal_ray.config import stable_hash
     from seal_ray.store import StageStore
 
     store, padding = StageStore(tmp_path / "s"), {}

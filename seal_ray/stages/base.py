@@ -53,7 +53,8 @@ def worker(spec: dict, dist, checkpointer, log) -> dict:
         model, encoded, sorted(encoded), stage="base", epochs=config.base.epochs, lr=config.base.lr,
         batch_size=config.base.batch_size, seed=base_seed(config), pad_id=tokenizer.pad_token_id, dist=dist,
         lr_schedule=config.base.lr_schedule,
-        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=config.base.pack_batches, log=log, recorder=recorder,
+        checkpointer=checkpointer, micro_batch=config.resources.micro_batch_size, pack=config.base.pack_batches,
+        log=log, recorder=recorder,
     )
     if dist.is_main:
         save_model(model, tokenizer, Path(spec["work_dir"]) / MODEL_DIR)
